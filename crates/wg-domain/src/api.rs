@@ -1,0 +1,249 @@
+//! JSON shapes of the REST API (`/api/v1`), shared by the control plane and `wgctl`.
+//!
+//! Times are RFC 3339 UTC strings; durations are whole seconds (`*_seconds`). These shapes are
+//! the stable `-o json` output of `wgctl`; fields are only ever added.
+
+use serde::{Deserialize, Serialize};
+
+use crate::lifecycle::{EndReason, SessionState};
+
+/// The terminal a client asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PtyInfo {
+    /// `TERM`, e.g. `xterm-256color`.
+    pub term: String,
+    /// Columns.
+    pub cols: u32,
+    /// Rows.
+    pub rows: u32,
+}
+
+/// The recording of a session as far as the control plane knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RecordingInfo {
+    /// `full`, `metadata` or `off`.
+    pub mode: String,
+    /// Chunks written so far.
+    pub chunks: u32,
+    /// Bytes of recording stream written so far.
+    pub bytes: u64,
+    /// `recording`, `sealed` or `partial`.
+    pub status: String,
+    /// The seal (SHA-256 of the whole stream, hex), once sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// One session, as listed and shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SessionView {
+    /// `sess_…`.
+    pub id: String,
+    /// Lifecycle state.
+    pub state: SessionState,
+    /// The owning actor.
+    pub actor: String,
+    /// The actor's groups at decision time.
+    pub actor_groups: Vec<String>,
+    /// Target name.
+    pub target: String,
+    /// Target address `host:port`.
+    pub target_address: String,
+    /// `ssh`, `pg`, `rdp`.
+    pub protocol: String,
+    /// Injected account, once decided.
+    pub account: Option<String>,
+    /// The account's vault path.
+    pub vault_path: Option<String>,
+    /// The admitting policy.
+    pub policy: Option<String>,
+    /// MFA method used, if any.
+    pub mfa: Option<String>,
+    /// Owning gateway name.
+    pub gateway: String,
+    /// Owning gateway address.
+    pub gateway_address: Option<String>,
+    /// Client IP.
+    pub client_ip: Option<String>,
+    /// Client geolocation (`City, CC`) when a GeoIP database is configured.
+    pub client_geo: Option<String>,
+    /// Client software (SSH ident, libpq application name).
+    pub client_software: Option<String>,
+    /// PTY, if one was requested.
+    pub pty: Option<PtyInfo>,
+    /// Recording state.
+    pub recording: Option<RecordingInfo>,
+    /// When the session was requested (RFC 3339).
+    pub started_at: String,
+    /// Seconds since `started_at` (or its total length once closed).
+    pub age_seconds: i64,
+    /// Seconds since the last meaningful user input.
+    pub idle_seconds: i64,
+    /// When it closed (RFC 3339).
+    pub ended_at: Option<String>,
+    /// Why it closed.
+    pub end_reason: Option<EndReason>,
+    /// The reason text of a termination or denial.
+    pub end_detail: Option<String>,
+    /// Exit status of the remote command, when there was one.
+    pub exit_status: Option<i32>,
+}
+
+/// `GET /api/v1/sessions` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SessionList {
+    /// Matching sessions, newest first.
+    pub sessions: Vec<SessionView>,
+}
+
+/// `POST /api/v1/sessions/{id}/terminate` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TerminateRequest {
+    /// Required: why (lands on the audit event).
+    pub reason: String,
+}
+
+/// A sealed recording's summary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SealInfo {
+    /// Number of chunks.
+    pub chunks: u32,
+    /// Total bytes of the recording stream.
+    pub bytes: u64,
+    /// SHA-256 of the concatenated chunks (hex).
+    pub sha256: String,
+    /// `sealed` or `partial`.
+    pub status: String,
+}
+
+/// `POST /api/v1/sessions/{id}/terminate` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TerminateResponse {
+    /// The session.
+    pub session: String,
+    /// Its state after the call (`closed`).
+    pub state: SessionState,
+    /// `true` when the session was already closed: nothing was done.
+    pub already_closed: bool,
+    /// When it was terminated (or closed, if already closed), RFC 3339.
+    pub terminated_at: Option<String>,
+    /// End reason.
+    pub end_reason: Option<EndReason>,
+    /// The seal, where the session was recorded.
+    pub recording: Option<SealInfo>,
+}
+
+/// `POST /api/v1/apply` body: the resource file's text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApplyRequest {
+    /// YAML, one or more documents.
+    pub yaml: String,
+}
+
+/// One applied resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AppliedResource {
+    /// Kind.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// `created`, `configured` or `unchanged`.
+    pub action: String,
+}
+
+/// `POST /api/v1/apply` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApplyResponse {
+    /// What was done, in file order.
+    pub applied: Vec<AppliedResource>,
+}
+
+/// `PUT /api/v1/vault/{path}` body. The secret is never returned by any API.
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VaultPutRequest {
+    /// `password` or `private_key`.
+    pub kind: String,
+    /// The secret (a password, or an OpenSSH private key in PEM form).
+    pub secret: String,
+}
+
+impl std::fmt::Debug for VaultPutRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultPutRequest")
+            .field("kind", &self.kind)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Metadata of a vault entry (never the secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VaultEntry {
+    /// Vault path.
+    pub path: String,
+    /// `password` or `private_key`.
+    pub kind: String,
+    /// Last written (RFC 3339).
+    pub updated_at: String,
+}
+
+/// An audit event as the API returns it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditEventView {
+    /// Position in the chain.
+    pub seq: i64,
+    /// RFC 3339 with milliseconds.
+    pub time: String,
+    /// Kind.
+    pub kind: String,
+    /// Acting principal.
+    pub actor: Option<String>,
+    /// Session.
+    pub session: Option<String>,
+    /// Reason.
+    pub reason: Option<String>,
+    /// Details.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    /// Previous hash.
+    pub prev: String,
+    /// Hash.
+    pub hash: String,
+}
+
+/// `GET /api/v1/audit` response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditList {
+    /// Events in chain order.
+    pub events: Vec<AuditEventView>,
+}
+
+/// `GET /api/v1/audit/verify` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditVerify {
+    /// Whether the whole chain verified.
+    pub ok: bool,
+    /// Events checked.
+    pub events: i64,
+    /// The first problem found.
+    pub error: Option<String>,
+}
+
+/// `GET /api/v1/recordings/{id}/verify` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RecordingVerify {
+    /// Session.
+    pub session: String,
+    /// Whether every chunk and the seal match.
+    pub ok: bool,
+    /// `sealed` or `partial`.
+    pub status: String,
+    /// Chunks.
+    pub chunks: u32,
+    /// Bytes.
+    pub bytes: u64,
+    /// The seal recorded in the manifest.
+    pub sha256: String,
+    /// What did not match.
+    pub problems: Vec<String>,
+}
