@@ -1,1 +1,19 @@
-//! placeholder
+//! The Wardengate control plane.
+//!
+//! Owns every decision and every record: access decisions ([`ControlPlane::request_session`]),
+//! the session registry and its lifecycle, the audit log, the vault, the recording index, the REST
+//! API ([`api::router`]) and the gateway-facing gRPC service ([`grpc::GatewayService`]).
+//!
+//! It never relays traffic and never holds a live connection to a target: gateways do. It talks to
+//! gateways only through the `wardengate.v1` protocol (crate `wg-proto`).
+
+pub mod api;
+mod error;
+pub mod gateways;
+pub mod grpc;
+mod service;
+pub mod vault;
+mod views;
+
+pub use error::ControlError;
+pub use service::{BOOTSTRAP_ADMIN, ControlConfig, ControlPlane, SessionQuery};

@@ -59,9 +59,9 @@ pub fn format_duration(d: Duration) -> String {
     if d.subsec_millis() != 0 || s == 0 {
         return format!("{}ms", d.as_millis());
     }
-    if s % 3600 == 0 {
+    if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")

@@ -1,1 +1,148 @@
-//! placeholder
+//! The Wardengate gateway: protocol listeners and the live session runtime.
+//!
+//! A gateway accepts client connections ([`ssh`] for now; one module per protocol), asks the
+//! control plane for a decision through [`control::ControlClient`] (the `wardengate.v1` gRPC
+//! protocol — the gateway holds no database credentials), opens the target leg with the injected
+//! account, relays and records the traffic, and reports every lifecycle step. Live sessions are
+//! owned by the [`runtime::Runtime`]; operator commands (terminate) arrive over the gateway's
+//! command stream and reach the owning session through its [`runtime::LiveSession`] handle.
+
+pub mod control;
+pub mod runtime;
+pub mod ssh;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use control::ControlClient;
+pub use runtime::Runtime;
+
+/// Gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Gateway name, e.g. `gw-dev-1`.
+    pub name: String,
+    /// Where the SSH listener binds.
+    pub ssh_addr: SocketAddr,
+    /// The address clients are told to use (defaults to the bound address).
+    pub advertise_address: Option<String>,
+    /// Where recordings are spooled (`ROOT/<session>/…`).
+    pub recordings_root: std::path::PathBuf,
+    /// Control-plane gRPC endpoint, e.g. `http://127.0.0.1:8081`.
+    pub control_url: String,
+    /// Bearer token for the control plane.
+    pub control_token: String,
+    /// How often live-session progress (last input, recording size) is reported.
+    pub progress_interval: Duration,
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct GatewayHandle {
+    /// The bound SSH address.
+    pub ssh_addr: SocketAddr,
+    /// The live-session runtime.
+    pub runtime: Arc<Runtime>,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl GatewayHandle {
+    /// Stops accepting, ends the command stream and waits for the gateway's tasks. Live sessions
+    /// are closed with their recordings sealed.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.runtime.close_all("gateway shutting down").await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Errors starting a gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The control plane cannot be reached.
+    #[error("control plane unreachable at {url}: {message}")]
+    Control {
+        /// URL.
+        url: String,
+        /// Cause.
+        message: String,
+    },
+    /// The host key could not be loaded.
+    #[error("host key: {0}")]
+    HostKey(String),
+}
+
+/// Starts a gateway: binds the SSH listener, connects to the control plane and opens the
+/// command stream.
+///
+/// # Errors
+/// [`GatewayError`] when binding or connecting fails.
+pub async fn start(
+    config: GatewayConfig,
+    host_key: russh::keys::PrivateKey,
+) -> Result<GatewayHandle, GatewayError> {
+    let control = ControlClient::connect(&config.control_url, &config.control_token, &config.name)
+        .await
+        .map_err(|e| GatewayError::Control {
+            url: config.control_url.clone(),
+            message: e.to_string(),
+        })?;
+    let listener = tokio::net::TcpListener::bind(config.ssh_addr)
+        .await
+        .map_err(|source| GatewayError::Bind {
+            addr: config.ssh_addr,
+            source,
+        })?;
+    let ssh_addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+        addr: config.ssh_addr,
+        source,
+    })?;
+    let advertise = config
+        .advertise_address
+        .clone()
+        .unwrap_or_else(|| ssh_addr.to_string());
+    let runtime = Arc::new(Runtime::new(control.clone()));
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(control::run_command_stream(
+        control.clone(),
+        runtime.clone(),
+        advertise.clone(),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(runtime::run_progress_reporter(
+        runtime.clone(),
+        config.progress_interval,
+        shutdown.clone(),
+    )));
+    let ssh = ssh::SshListener::new(
+        ssh::SshSettings {
+            gateway: config.name.clone(),
+            recordings_root: config.recordings_root.clone(),
+        },
+        host_key,
+        control,
+        runtime.clone(),
+    );
+    tasks.push(tokio::spawn(ssh.serve(listener, shutdown.clone())));
+    Ok(GatewayHandle {
+        ssh_addr,
+        runtime,
+        shutdown,
+        tasks,
+    })
+}

@@ -1,1 +1,732 @@
-//! placeholder
+//! The Wardengate store: SQLite (embedded, the default) and PostgreSQL (for several control-plane
+//! replicas) behind one interface, [`Store`], with versioned migrations applied on connect.
+//!
+//! Built on sqlx's `Any` driver so that one set of queries serves both engines; the only
+//! per-engine code is the DDL in `migrations/{sqlite,postgres}` and connection set-up.
+//! Times are `i64` milliseconds since the Unix epoch; JSON documents are stored as text.
+//!
+//! Invariants:
+//! - A session changes state only through [`Store::transition_session`], a compare-and-set on the
+//!   state the caller saw, validated by [`wg_domain::SessionState::check_transition`].
+//! - Audit appends are serialised in the database (a single chain-head row updated inside the
+//!   appending transaction), never in one process's memory, so several replicas extend one chain.
+//! - Multi-row changes (apply, transition + audit event) commit together or not at all.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+#![warn(missing_docs)]
+
+mod chain;
+mod connect;
+mod migrate;
+mod rows;
+mod sql;
+
+use sqlx::{Any, AnyPool, Row, Transaction};
+use wg_domain::SessionId;
+use wg_domain::api::AppliedResource;
+use wg_domain::audit::{AuditEvent, NewAuditEvent, kinds};
+use wg_domain::lifecycle::{EndReason, SessionState};
+use wg_domain::resources::{Kind, Resource};
+use wg_domain::time::{UnixMillis, now_millis};
+
+use crate::chain::{append_in, lock_chain_head};
+use crate::connect::Engine;
+use crate::rows::{
+    AUDIT_COLUMNS, SESSION_COLUMNS, audit_from_row, patch_assignments, resource_from_spec,
+    secret_from_row, session_args, session_from_row,
+};
+use crate::sql::{Args, placeholders};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or answered with an error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration {version} failed: {message}")]
+    Migration {
+        /// Migration version.
+        version: i64,
+        /// What failed.
+        message: String,
+    },
+    /// Stored data could not be decoded (a bug or manual tampering).
+    #[error("corrupt row in {table}: {message}")]
+    Corrupt {
+        /// Table.
+        table: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The URL names an engine other than sqlite or postgres.
+    #[error("unsupported database URL {0:?}: expected sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    /// An illegal session transition was asked for.
+    #[error(transparent)]
+    IllegalTransition(#[from] wg_domain::lifecycle::IllegalTransition),
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The persisted record of a session (one row of `sessions`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The session ID (primary key).
+    pub id: SessionId,
+    /// Lifecycle state; changed only by [`Store::transition_session`].
+    pub state: SessionState,
+    /// The owning actor (user or service principal name).
+    pub actor: String,
+    /// The actor's groups at decision time.
+    pub actor_groups: Vec<String>,
+    /// Target name.
+    pub target: String,
+    /// Target address `host:port`.
+    pub target_address: String,
+    /// `ssh`, `pg` or `rdp`.
+    pub protocol: String,
+    /// The injected account, once decided.
+    pub account: Option<String>,
+    /// The vault path of the account's credential.
+    pub vault_path: Option<String>,
+    /// The admitting policy.
+    pub policy: Option<String>,
+    /// The MFA method used, if any.
+    pub mfa: Option<String>,
+    /// Name of the owning gateway.
+    pub gateway: String,
+    /// Address of the owning gateway.
+    pub gateway_address: Option<String>,
+    /// Client IP address.
+    pub client_ip: Option<String>,
+    /// Client geolocation (`City, CC`).
+    pub client_geo: Option<String>,
+    /// Client software (SSH ident, libpq application name).
+    pub client_software: Option<String>,
+    /// PTY `TERM`, if a PTY was requested.
+    pub pty_term: Option<String>,
+    /// PTY columns.
+    pub pty_cols: Option<u32>,
+    /// PTY rows.
+    pub pty_rows: Option<u32>,
+    /// `full`, `metadata`, `off`.
+    pub recording_mode: String,
+    /// Recording chunks written so far.
+    pub recording_chunks: u32,
+    /// Recording stream bytes written so far.
+    pub recording_bytes: u64,
+    /// `none`, `recording`, `sealed`, `partial`.
+    pub recording_status: String,
+    /// The recording's seal (hex SHA-256), once sealed.
+    pub recording_sha256: Option<String>,
+    /// When the session was requested.
+    pub created_ms: UnixMillis,
+    /// When the target leg was established.
+    pub opened_ms: Option<UnixMillis>,
+    /// The last meaningful user input (initially the creation time).
+    pub last_input_ms: UnixMillis,
+    /// When the session closed.
+    pub ended_ms: Option<UnixMillis>,
+    /// Why the session closed.
+    pub end_reason: Option<EndReason>,
+    /// The reason text of a termination or denial.
+    pub end_detail: Option<String>,
+    /// Exit status of the remote command, when there was one.
+    pub exit_status: Option<i32>,
+}
+
+/// Fields to change alongside a transition or a progress update; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionPatch {
+    /// Sets the injected account.
+    pub account: Option<String>,
+    /// Sets the credential's vault path.
+    pub vault_path: Option<String>,
+    /// Sets the admitting policy.
+    pub policy: Option<String>,
+    /// Sets the recording mode.
+    pub recording_mode: Option<String>,
+    /// Sets the PTY `TERM`.
+    pub pty_term: Option<String>,
+    /// Sets the PTY columns.
+    pub pty_cols: Option<u32>,
+    /// Sets the PTY rows.
+    pub pty_rows: Option<u32>,
+    /// Sets the number of recording chunks.
+    pub recording_chunks: Option<u32>,
+    /// Sets the number of recording bytes.
+    pub recording_bytes: Option<u64>,
+    /// Sets the recording status.
+    pub recording_status: Option<String>,
+    /// Sets the recording seal.
+    pub recording_sha256: Option<String>,
+    /// Sets when the target leg was established.
+    pub opened_ms: Option<UnixMillis>,
+    /// Sets the last meaningful input time.
+    pub last_input_ms: Option<UnixMillis>,
+    /// Sets when the session ended.
+    pub ended_ms: Option<UnixMillis>,
+    /// Sets why the session ended.
+    pub end_reason: Option<EndReason>,
+    /// Sets the termination or denial reason text.
+    pub end_detail: Option<String>,
+    /// Sets the remote command's exit status.
+    pub exit_status: Option<i32>,
+}
+
+impl SessionPatch {
+    /// Whether the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self == &SessionPatch::default()
+    }
+}
+
+/// Filters of [`Store::list_sessions`]; all given filters must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    /// Exact states; empty means "every state but closed".
+    pub states: Vec<SessionState>,
+    /// Only sessions of this actor.
+    pub actor: Option<String>,
+    /// Only sessions to this target (by name).
+    pub target: Option<String>,
+    /// Only sessions of this protocol (`ssh`, `pg`, `rdp`).
+    pub protocol: Option<String>,
+    /// Only sessions owned by this gateway.
+    pub gateway: Option<String>,
+    /// Only sessions whose `last_input_ms` is older than this instant.
+    pub last_input_before_ms: Option<UnixMillis>,
+    /// At most this many rows (newest first); `None` = 1000.
+    pub limit: Option<u32>,
+}
+
+/// Filters of [`Store::list_audit`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only events concerning this session ID.
+    pub session: Option<String>,
+    /// Only events of this kind.
+    pub kind: Option<String>,
+    /// Only events with `seq` greater than this (paging).
+    pub after_seq: Option<i64>,
+    /// At most this many events in `seq` order; `None` = 10 000.
+    pub limit: Option<u32>,
+}
+
+/// An encrypted vault entry as stored (the store never sees plaintext).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedSecret {
+    /// Vault path, e.g. `vault/ssh/deploy-prod` (primary key).
+    pub path: String,
+    /// `password` or `private_key`.
+    pub kind: String,
+    /// AEAD nonce.
+    pub nonce: Vec<u8>,
+    /// AEAD ciphertext with tag.
+    pub ciphertext: Vec<u8>,
+    /// When the entry was last written.
+    pub updated_ms: UnixMillis,
+}
+
+/// An API token as stored: only the SHA-256 of the token, never the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Hex SHA-256 of the bearer token.
+    pub token_sha256: String,
+    /// The principal the token acts as (e.g. `admin@local`).
+    pub principal: String,
+    /// When the token was created.
+    pub created_ms: UnixMillis,
+}
+
+/// Defaults of the list limits.
+const DEFAULT_SESSION_LIMIT: u32 = 1000;
+const DEFAULT_AUDIT_LIMIT: u32 = 10_000;
+
+/// A [`StoreError::Corrupt`] for `table`.
+pub(crate) fn corrupt(table: &'static str, message: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        message: message.to_string(),
+    }
+}
+
+/// A value that cannot be written (out of the column's range, unserialisable).
+pub(crate) fn encode_error(message: impl Into<String>) -> StoreError {
+    StoreError::Database(sqlx::Error::Encode(message.into().into()))
+}
+
+/// A JSON document that cannot be written.
+pub(crate) fn json_error(e: serde_json::Error) -> StoreError {
+    encode_error(e.to_string())
+}
+
+/// The store handle: cheap to clone (a connection pool inside).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    engine: Engine,
+}
+
+impl Store {
+    /// Connects to `sqlite://PATH` (created if missing, WAL mode) or `postgres://…`, and applies
+    /// pending migrations (under an advisory lock on PostgreSQL, so replicas may start together).
+    pub async fn connect(url: &str) -> Result<Store> {
+        let (pool, engine) = connect::open(url).await?;
+        Ok(Store { pool, engine })
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn engine(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    /// Closes every connection; later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a writing transaction. On SQLite it takes the writer lock at once (`BEGIN
+    /// IMMEDIATE`), so a transaction that reads before writing cannot deadlock with another.
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+        Ok(match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    // ---- resources ----
+
+    /// Upserts every resource in one transaction and appends one `policy.applied` audit event
+    /// (actor = `actor`, details = the list of kinds/names/actions) in the same transaction.
+    /// Returns `created`, `configured` or `unchanged` per resource, in input order.
+    pub async fn apply_resources(
+        &self,
+        resources: &[Resource],
+        actor: &str,
+    ) -> Result<Vec<AppliedResource>> {
+        let mut tx = self.begin_write().await?;
+        lock_chain_head(&mut tx).await?;
+        let now = now_millis();
+        let mut applied = Vec::with_capacity(resources.len());
+        for r in resources {
+            let kind = r.kind().as_str();
+            let name = r.name();
+            let spec = serde_json::to_string(r).map_err(json_error)?;
+            let existing: Option<String> =
+                sqlx::query("SELECT spec FROM resources WHERE kind = $1 AND name = $2")
+                    .bind(kind)
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| row.try_get("spec"))
+                    .transpose()?;
+            let action = match existing {
+                None => {
+                    sqlx::query(
+                        "INSERT INTO resources (kind, name, spec, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $4)",
+                    )
+                    .bind(kind)
+                    .bind(name)
+                    .bind(&spec)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    "created"
+                }
+                // Compared as values, so that a stored spec written by an older build (fields in
+                // another order, defaults spelled out or not) counts as unchanged when it is.
+                Some(old) if serde_json::from_str::<Resource>(&old).is_ok_and(|old| &old == r) => {
+                    "unchanged"
+                }
+                Some(_) => {
+                    sqlx::query("UPDATE resources SET spec = $1, updated_ms = $2 WHERE kind = $3 AND name = $4")
+                        .bind(&spec)
+                        .bind(now)
+                        .bind(kind)
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await?;
+                    "configured"
+                }
+            };
+            applied.push(AppliedResource {
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                action: action.to_owned(),
+            });
+        }
+        let event = NewAuditEvent::new(kinds::POLICY_APPLIED)
+            .actor(actor)
+            .details(serde_json::json!({ "resources": applied }));
+        append_in(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// One resource by kind and name.
+    pub async fn get_resource(&self, kind: Kind, name: &str) -> Result<Option<Resource>> {
+        let row = sqlx::query("SELECT spec FROM resources WHERE kind = $1 AND name = $2")
+            .bind(kind.as_str())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let spec: String = row.try_get("spec")?;
+                resource_from_spec(&spec, kind, name).map(Some)
+            }
+        }
+    }
+
+    /// Every resource of a kind, ordered by name.
+    pub async fn list_resources(&self, kind: Kind) -> Result<Vec<Resource>> {
+        let rows = sqlx::query("SELECT name, spec FROM resources WHERE kind = $1")
+            .bind(kind.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let name: String = row.try_get("name")?;
+            let spec: String = row.try_get("spec")?;
+            out.push(resource_from_spec(&spec, kind, &name)?);
+        }
+        // Sorted here (byte order) rather than by the database, whose collation differs by engine.
+        out.sort_by(|a, b| a.name().cmp(b.name()));
+        Ok(out)
+    }
+
+    /// Deletes a resource and appends a `resource.deleted` audit event in the same transaction.
+    /// Returns whether it existed (nothing is appended when it did not).
+    pub async fn delete_resource(&self, kind: Kind, name: &str, actor: &str) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        lock_chain_head(&mut tx).await?;
+        let deleted = sqlx::query("DELETE FROM resources WHERE kind = $1 AND name = $2")
+            .bind(kind.as_str())
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let event = NewAuditEvent::new(kinds::RESOURCE_DELETED)
+            .actor(actor)
+            .details(serde_json::json!({ "resources": [{ "kind": kind.as_str(), "name": name }] }));
+        append_in(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    // ---- vault ----
+
+    /// Inserts or replaces an encrypted secret and appends a `vault.written` audit event
+    /// (path and kind only) in the same transaction.
+    pub async fn put_secret(&self, secret: &SealedSecret, actor: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO vault_secrets (path, kind, nonce, ciphertext, updated_ms) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (path) DO UPDATE SET kind = excluded.kind, nonce = excluded.nonce, \
+             ciphertext = excluded.ciphertext, updated_ms = excluded.updated_ms",
+        )
+        .bind(&secret.path)
+        .bind(&secret.kind)
+        .bind(&secret.nonce)
+        .bind(&secret.ciphertext)
+        .bind(secret.updated_ms)
+        .execute(&mut *tx)
+        .await?;
+        let event = NewAuditEvent::new(kinds::VAULT_WRITTEN)
+            .actor(actor)
+            .details(serde_json::json!({ "path": secret.path, "kind": secret.kind }));
+        append_in(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One encrypted secret.
+    pub async fn get_secret(&self, path: &str) -> Result<Option<SealedSecret>> {
+        sqlx::query(
+            "SELECT path, kind, nonce, ciphertext, updated_ms FROM vault_secrets WHERE path = $1",
+        )
+        .bind(path)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| secret_from_row(&row))
+        .transpose()
+    }
+
+    /// Every secret's metadata (ciphertext included; callers must not expose it), ordered by path.
+    pub async fn list_secrets(&self) -> Result<Vec<SealedSecret>> {
+        let rows =
+            sqlx::query("SELECT path, kind, nonce, ciphertext, updated_ms FROM vault_secrets")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = rows
+            .iter()
+            .map(secret_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    // ---- API tokens ----
+
+    /// Stores a token hash for a principal (replacing the record of the same hash, if any).
+    pub async fn put_token(&self, token: &TokenRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (token_sha256, principal, created_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (token_sha256) DO UPDATE SET principal = excluded.principal, created_ms = excluded.created_ms",
+        )
+        .bind(&token.token_sha256)
+        .bind(&token.principal)
+        .bind(token.created_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Looks a token up by its hash.
+    pub async fn get_token(&self, token_sha256: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query(
+            "SELECT token_sha256, principal, created_ms FROM api_tokens WHERE token_sha256 = $1",
+        )
+        .bind(token_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(TokenRecord {
+                token_sha256: row.try_get("token_sha256")?,
+                principal: row.try_get("principal")?,
+                created_ms: row.try_get("created_ms")?,
+            })
+        })
+        .transpose()
+    }
+
+    // ---- sessions ----
+
+    /// Inserts a new session record, with an optional audit event in the same transaction.
+    pub async fn insert_session(
+        &self,
+        record: &SessionRecord,
+        audit: Option<&NewAuditEvent>,
+    ) -> Result<()> {
+        let args = session_args(record)?;
+        let sql = format!(
+            "INSERT INTO sessions ({}) VALUES ({})",
+            SESSION_COLUMNS.join(", "),
+            placeholders(SESSION_COLUMNS.len())
+        );
+        let mut tx = self.begin_write().await?;
+        args.bind(&sql).execute(&mut *tx).await?;
+        if let Some(event) = audit {
+            append_in(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One session.
+    pub async fn get_session(&self, id: SessionId) -> Result<Option<SessionRecord>> {
+        let sql = format!(
+            "SELECT {} FROM sessions WHERE id = $1",
+            SESSION_COLUMNS.join(", ")
+        );
+        sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| session_from_row(&row))
+            .transpose()
+    }
+
+    /// Sessions matching `filter`, newest first.
+    pub async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionRecord>> {
+        let mut args = Args::default();
+        let mut conds = Vec::new();
+        if filter.states.is_empty() {
+            conds.push(format!(
+                "state <> {}",
+                args.push(SessionState::Closed.as_str())
+            ));
+        } else {
+            let list: Vec<String> = filter
+                .states
+                .iter()
+                .map(|s| args.push(s.as_str()))
+                .collect();
+            conds.push(format!("state IN ({})", list.join(", ")));
+        }
+        for (column, value) in [
+            ("actor", &filter.actor),
+            ("target", &filter.target),
+            ("protocol", &filter.protocol),
+            ("gateway", &filter.gateway),
+        ] {
+            if let Some(v) = value {
+                conds.push(format!("{column} = {}", args.push(v.clone())));
+            }
+        }
+        if let Some(before) = filter.last_input_before_ms {
+            conds.push(format!("last_input_ms < {}", args.push(before)));
+        }
+        let limit = args.push(i64::from(filter.limit.unwrap_or(DEFAULT_SESSION_LIMIT)));
+        let sql = format!(
+            "SELECT {} FROM sessions WHERE {} ORDER BY created_ms DESC, id DESC LIMIT {limit}",
+            SESSION_COLUMNS.join(", "),
+            conds.join(" AND ")
+        );
+        let rows = args.bind(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    /// Compare-and-set transition: moves the session from `from` to `to` only if it is still in
+    /// `from`, applies `patch`, and appends the `audit` events in order, all in one transaction.
+    /// Returns `Ok(false)` (and changes nothing) when the session is not in `from` or does not
+    /// exist. Errors with [`StoreError::IllegalTransition`] before touching the database when
+    /// `from -> to` is not a lifecycle edge.
+    pub async fn transition_session(
+        &self,
+        id: SessionId,
+        from: SessionState,
+        to: SessionState,
+        patch: &SessionPatch,
+        audit: &[NewAuditEvent],
+    ) -> Result<bool> {
+        from.check_transition(to)?;
+        let mut args = Args::default();
+        let mut sets = vec![format!("state = {}", args.push(to.as_str()))];
+        sets.extend(patch_assignments(patch, &mut args)?);
+        let sql = format!(
+            "UPDATE sessions SET {} WHERE id = {} AND state = {}",
+            sets.join(", "),
+            args.push(id.to_string()),
+            args.push(from.as_str())
+        );
+        let mut tx = self.begin_write().await?;
+        let changed = args.bind(&sql).execute(&mut *tx).await?.rows_affected();
+        if changed == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for event in audit {
+            append_in(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Applies `patch` without a state change (activity, PTY size, recording progress). Returns
+    /// whether the session exists and is not closed (closed sessions are never updated).
+    pub async fn update_session(&self, id: SessionId, patch: &SessionPatch) -> Result<bool> {
+        let mut args = Args::default();
+        let sets = patch_assignments(patch, &mut args)?;
+        if sets.is_empty() {
+            let live = sqlx::query("SELECT id FROM sessions WHERE id = $1 AND state <> $2")
+                .bind(id.to_string())
+                .bind(SessionState::Closed.as_str())
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some();
+            return Ok(live);
+        }
+        let sql = format!(
+            "UPDATE sessions SET {} WHERE id = {} AND state <> {}",
+            sets.join(", "),
+            args.push(id.to_string()),
+            args.push(SessionState::Closed.as_str())
+        );
+        // One statement: atomic on its own, and on SQLite it takes the writer lock directly.
+        let changed = args.bind(&sql).execute(&self.pool).await?.rows_affected();
+        Ok(changed > 0)
+    }
+
+    // ---- audit ----
+
+    /// Appends one event to the chain; returns it with `seq`, `time_ms`, `prev` and `hash`.
+    pub async fn append_audit(&self, event: &NewAuditEvent) -> Result<AuditEvent> {
+        let mut tx = self.begin_write().await?;
+        let stored = append_in(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Events matching `filter`, in `seq` order.
+    pub async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
+        let mut args = Args::default();
+        let mut conds = Vec::new();
+        if let Some(session) = &filter.session {
+            conds.push(format!("session = {}", args.push(session.clone())));
+        }
+        if let Some(kind) = &filter.kind {
+            conds.push(format!("kind = {}", args.push(kind.clone())));
+        }
+        if let Some(after) = filter.after_seq {
+            conds.push(format!("seq > {}", args.push(after)));
+        }
+        let cond = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        };
+        let limit = args.push(i64::from(filter.limit.unwrap_or(DEFAULT_AUDIT_LIMIT)));
+        let sql =
+            format!("SELECT {AUDIT_COLUMNS} FROM audit_events{cond} ORDER BY seq LIMIT {limit}");
+        let rows = args.bind(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    /// The chain head: `(seq, hash)` of the last appended event (`(0, GENESIS)` when empty).
+    pub async fn audit_head(&self) -> Result<(i64, String)> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| corrupt("audit_head", "the chain head row is missing"))?;
+        Ok((row.try_get("seq")?, row.try_get("hash")?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_seed_the_genesis_head() {
+        for sql in [
+            include_str!("../migrations/sqlite/0001_initial.sql"),
+            include_str!("../migrations/postgres/0001_initial.sql"),
+        ] {
+            assert!(sql.contains(&format!("(1, 0, '{}')", wg_domain::audit::GENESIS)));
+        }
+        assert_eq!(
+            migrate::latest_version(Engine::Sqlite),
+            migrate::latest_version(Engine::Postgres)
+        );
+    }
+
+    #[test]
+    fn patch_assignments_cover_set_fields_only() {
+        let mut args = Args::default();
+        assert!(
+            patch_assignments(&SessionPatch::default(), &mut args)
+                .unwrap()
+                .is_empty()
+        );
+        let patch = SessionPatch {
+            pty_cols: Some(80),
+            end_reason: Some(EndReason::Terminated),
+            ..SessionPatch::default()
+        };
+        let sets = patch_assignments(&patch, &mut args).unwrap();
+        assert_eq!(
+            sets,
+            vec!["pty_cols = $1".to_owned(), "end_reason = $2".to_owned()]
+        );
+        assert!(!patch.is_empty());
+    }
+}

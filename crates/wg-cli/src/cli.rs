@@ -1,0 +1,604 @@
+//! The command line of `wgctl` (clap derive). Every command carries an example in its `--help`.
+//!
+//! Values are checked here, before any request is sent, so that a typo is a usage error (exit 2)
+//! with clap's usual message rather than a round trip to the server.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use wg_domain::resources::{Kind, Protocol};
+use wg_domain::{SessionId, SessionState};
+
+use crate::client::DEFAULT_ADDR;
+
+const TOP_HELP: &str = "\
+Connection:
+  WGCTL_ADDR   control-plane URL, plain http (default http://127.0.0.1:8080); --addr overrides
+  WGCTL_TOKEN  bearer token; --token overrides (prefer the variable: flags show up in `ps`)
+
+Exit codes:
+  0  success
+  1  other failure, including a recording or audit chain that does not verify
+  2  bad request or usage error
+  3  not found
+  4  denied (unauthorized, forbidden, policy_denied, concurrency_limit)
+  5  control plane unreachable (connection refused, timeout, HTTP 503)
+
+Examples:
+  export WGCTL_ADDR=http://127.0.0.1:8080 WGCTL_TOKEN=...
+  wgctl session list
+  wgctl session terminate sess_a91c7f20bb48 --reason \"credential revoked\"";
+
+/// `wgctl`: operate Wardengate over its REST API.
+#[derive(Debug, Parser)]
+#[command(
+    name = "wgctl",
+    version,
+    about = "Operate Wardengate: live sessions, resources, vault, recordings and the audit log.",
+    after_help = TOP_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Control-plane URL (plain http).
+    #[arg(long, global = true, env = "WGCTL_ADDR", hide_env_values = true, default_value = DEFAULT_ADDR, value_name = "URL")]
+    pub addr: String,
+    /// Bearer token for the API.
+    #[arg(
+        long,
+        global = true,
+        env = "WGCTL_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The command groups.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List, inspect and terminate sessions.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wgctl session list --idle-gt 5m\n  wgctl session show sess_a91c7f20bb48\n  wgctl session terminate sess_a91c7f20bb48 --reason \"policy review\""
+    )]
+    Session(SessionCmd),
+    /// Create or update resources from a YAML file.
+    #[command(
+        after_help = "Each resource is reported as `<kind>/<name> <action>`.\n\nExamples:\n  wgctl apply -f resources.yaml\n  wgctl get target -o yaml | wgctl apply -f -"
+    )]
+    Apply(ApplyArgs),
+    /// List resources of a kind, or show one.
+    #[command(
+        after_help = "Kinds: user, servicePrincipal, target, policy, limits (plurals and lowercase accepted).\n\nExamples:\n  wgctl get targets\n  wgctl get policy prod-ssh-write -o yaml"
+    )]
+    Get(GetArgs),
+    /// Delete a resource.
+    #[command(after_help = "Example:\n  wgctl delete target web-01.prod")]
+    Delete(DeleteArgs),
+    /// Store and list vault secrets (secrets are never shown).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  printf %s \"$PW\" | wgctl vault put vault/ssh/deploy-prod --password-stdin\n  wgctl vault list"
+    )]
+    Vault(VaultCmd),
+    /// Verify and replay session recordings.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wgctl recording verify sess_a91c7f20bb48\n  wgctl recording play sess_a91c7f20bb48 --speed 2 --max-idle 2s"
+    )]
+    Recording(RecordingCmd),
+    /// Read and verify the audit log.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wgctl audit list --session sess_a91c7f20bb48\n  wgctl audit verify"
+    )]
+    Audit(AuditCmd),
+}
+
+/// `-o` of list commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// Aligned columns.
+    Table,
+    /// The API's JSON.
+    Json,
+}
+
+/// `-o` of detail commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    /// `label value` lines.
+    Text,
+    /// The API's JSON.
+    Json,
+}
+
+/// `-o` of `wgctl get`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GetFormat {
+    /// Aligned columns.
+    Table,
+    /// The resource documents as JSON.
+    Json,
+    /// The resource documents as YAML, re-appliable with `wgctl apply -f`.
+    Yaml,
+}
+
+/// `wgctl session …`
+#[derive(Debug, Subcommand)]
+pub enum SessionCmd {
+    /// List sessions (every session not closed, unless --state says otherwise).
+    #[command(
+        after_help = "Examples:\n  wgctl session list\n  wgctl session list --actor alice@corp --protocol ssh --idle-gt 5m\n  wgctl session list --state closed -o json"
+    )]
+    List(SessionListArgs),
+    /// Show one session's access-decision trail.
+    #[command(after_help = "Example:\n  wgctl session show sess_a91c7f20bb48")]
+    Show(SessionShowArgs),
+    /// Force-terminate a session; the recording is flushed and sealed first.
+    #[command(
+        after_help = "The reason is required and lands on the session's audit event. Terminating a\nsession that is already closed succeeds and reports when it closed.\n\nExample:\n  wgctl session terminate sess_a91c7f20bb48 --reason \"policy review - suspected off-hours access\""
+    )]
+    Terminate(TerminateArgs),
+}
+
+/// `wgctl session list` flags.
+#[derive(Debug, Args)]
+pub struct SessionListArgs {
+    /// Only sessions of this actor.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only sessions to this target.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Only sessions of this protocol (ssh, pg, rdp).
+    #[arg(long, value_parser = parse_protocol)]
+    pub protocol: Option<Protocol>,
+    /// Only sessions owned by this gateway.
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// Only sessions in this state (requested, approved, opened, active, idle, closing, closed).
+    #[arg(long, value_parser = parse_state)]
+    pub state: Option<SessionState>,
+    /// Only sessions idle for longer than this (e.g. 5m, 90s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub idle_gt: Option<Duration>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
+    pub output: ListFormat,
+}
+
+/// `wgctl session show` arguments.
+#[derive(Debug, Args)]
+pub struct SessionShowArgs {
+    /// Session ID (`sess_` + 12 hex characters).
+    #[arg(value_name = "ID", value_parser = parse_session_id)]
+    pub id: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ShowFormat::Text)]
+    pub output: ShowFormat,
+}
+
+/// `wgctl session terminate` arguments.
+#[derive(Debug, Args)]
+pub struct TerminateArgs {
+    /// Session ID (`sess_` + 12 hex characters).
+    #[arg(value_name = "ID", value_parser = parse_session_id)]
+    pub id: Option<String>,
+    /// Why the session is terminated (required; recorded in the audit log).
+    #[arg(long, required = true, value_parser = parse_reason)]
+    pub reason: String,
+}
+
+/// `wgctl apply` arguments.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The YAML file to apply; `-` reads standard input.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub file: String,
+}
+
+/// `wgctl get` arguments.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Resource kind.
+    #[arg(value_name = "KIND", value_parser = parse_kind)]
+    pub kind: Kind,
+    /// Resource name; all resources of the kind when absent.
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = GetFormat::Table)]
+    pub output: GetFormat,
+}
+
+/// `wgctl delete` arguments.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Resource kind.
+    #[arg(value_name = "KIND", value_parser = parse_kind)]
+    pub kind: Kind,
+    /// Resource name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// `wgctl vault …`
+#[derive(Debug, Subcommand)]
+pub enum VaultCmd {
+    /// Store a secret at a vault path (exactly one of --password-stdin, --private-key-file).
+    #[command(
+        after_help = "The secret is never echoed or printed. With --password-stdin the password is read\nfrom a pipe (one trailing newline is removed).\n\nExamples:\n  printf %s \"$PW\" | wgctl vault put vault/ssh/deploy-prod --password-stdin\n  wgctl vault put vault/ssh/deploy-key --private-key-file ~/.ssh/deploy_ed25519"
+    )]
+    Put(VaultPutArgs),
+    /// List vault entries (paths and kinds only).
+    #[command(after_help = "Example:\n  wgctl vault list")]
+    List(VaultListArgs),
+}
+
+/// `wgctl vault put` arguments.
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("secret")
+        .required(true)
+        .multiple(false)
+        .args(["password_stdin", "private_key_file"])
+))]
+pub struct VaultPutArgs {
+    /// Vault path, e.g. `vault/ssh/deploy-prod`.
+    #[arg(value_name = "PATH", value_parser = parse_vault_path)]
+    pub path: String,
+    /// Read a password from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Read an OpenSSH private key from this file.
+    #[arg(long, value_name = "FILE")]
+    pub private_key_file: Option<PathBuf>,
+}
+
+/// `wgctl vault list` arguments.
+#[derive(Debug, Args)]
+pub struct VaultListArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
+    pub output: ListFormat,
+}
+
+/// `wgctl recording …`
+#[derive(Debug, Subcommand)]
+pub enum RecordingCmd {
+    /// Re-hash a recording and compare it with its seal (exit 0 only if it matches).
+    #[command(after_help = "Example:\n  wgctl recording verify sess_a91c7f20bb48")]
+    Verify(RecordingVerifyArgs),
+    /// Replay a recording in this terminal with its original timing.
+    #[command(
+        after_help = "Examples:\n  wgctl recording play sess_a91c7f20bb48\n  wgctl recording play sess_a91c7f20bb48 --speed 4 --max-idle 2s"
+    )]
+    Play(RecordingPlayArgs),
+}
+
+/// `wgctl recording verify` arguments.
+#[derive(Debug, Args)]
+pub struct RecordingVerifyArgs {
+    /// Session ID of the recording (`sess_` + 12 hex characters).
+    #[arg(value_name = "ID", value_parser = parse_session_id)]
+    pub id: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ShowFormat::Text)]
+    pub output: ShowFormat,
+}
+
+/// `wgctl recording play` arguments.
+#[derive(Debug, Args)]
+pub struct RecordingPlayArgs {
+    /// Session ID of the recording (`sess_` + 12 hex characters).
+    #[arg(value_name = "ID", value_parser = parse_session_id)]
+    pub id: String,
+    /// Playback speed factor (> 0; 2 plays twice as fast).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_speed)]
+    pub speed: f64,
+    /// Cap every pause at this duration (e.g. 2s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub max_idle: Option<Duration>,
+}
+
+/// `wgctl audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// List audit events in chain order.
+    #[command(
+        after_help = "Examples:\n  wgctl audit list\n  wgctl audit list --session sess_a91c7f20bb48 --kind session.terminated -o json"
+    )]
+    List(AuditListArgs),
+    /// Verify the audit hash chain (exit 0 only if intact).
+    #[command(after_help = "Example:\n  wgctl audit verify")]
+    Verify(AuditVerifyArgs),
+}
+
+/// `wgctl audit list` flags.
+#[derive(Debug, Args)]
+pub struct AuditListArgs {
+    /// Only events of this session.
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+    /// Only events of this kind, e.g. `session.terminated`.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
+    pub output: ListFormat,
+}
+
+/// `wgctl audit verify` flags.
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ShowFormat::Text)]
+    pub output: ShowFormat,
+}
+
+fn parse_session_id(s: &str) -> Result<String, String> {
+    s.parse::<SessionId>()
+        .map(|id| id.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_reason(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("the reason must not be blank: say why (it lands on the audit event)".into());
+    }
+    Ok(t.to_owned())
+}
+
+fn parse_kind(s: &str) -> Result<Kind, String> {
+    Kind::parse(s).map_err(|_| {
+        format!("unknown kind {s:?} (expected user, servicePrincipal, target, policy or limits)")
+    })
+}
+
+fn parse_state(s: &str) -> Result<SessionState, String> {
+    s.parse::<SessionState>().map_err(|e| e.to_string())
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    s.parse::<Protocol>().map_err(|e| e.to_string())
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    wg_domain::time::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err("the speed must be a number greater than 0 (e.g. 0.5, 1, 2)".into());
+    }
+    Ok(v)
+}
+
+fn parse_vault_path(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() || t.starts_with('/') || t.ends_with('/') {
+        return Err("a vault path looks like vault/ssh/deploy-prod".into());
+    }
+    if t.split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err("a vault path has no empty, `.` or `..` segments".into());
+    }
+    if t.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("a vault path has no spaces or control characters".into());
+    }
+    Ok(t.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("wgctl").chain(args.iter().copied()))
+    }
+
+    fn usage_error(args: &[&str]) -> clap::Error {
+        let e = parse(args).expect_err("should be refused");
+        assert_eq!(e.exit_code(), 2, "{e}");
+        e
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_an_example() {
+        fn walk(cmd: &clap::Command, path: &str) {
+            let path = format!("{path} {}", cmd.get_name());
+            let help = cmd
+                .get_after_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            assert!(
+                help.contains("wgctl "),
+                "{path} has no example in after_help"
+            );
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path);
+            }
+        }
+        let top = Cli::command();
+        let help = top.get_after_help().unwrap().to_string();
+        for code in [
+            "0  success",
+            "2  bad request",
+            "3  not found",
+            "4  denied",
+            "5  control plane unreachable",
+        ] {
+            assert!(help.contains(code), "exit code {code} undocumented");
+        }
+        walk(&top, "");
+    }
+
+    #[test]
+    fn terminate_requires_a_reason() {
+        let e = usage_error(&["session", "terminate", "sess_a91c7f20bb48"]);
+        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+        let e = usage_error(&[
+            "session",
+            "terminate",
+            "sess_a91c7f20bb48",
+            "--reason",
+            "  ",
+        ]);
+        assert!(e.to_string().contains("must not be blank"), "{e}");
+        let cli = parse(&[
+            "session",
+            "terminate",
+            "sess_a91c7f20bb48",
+            "--reason",
+            " why ",
+        ])
+        .unwrap();
+        let Command::Session(SessionCmd::Terminate(t)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(t.reason, "why");
+        assert_eq!(t.id.as_deref(), Some("sess_a91c7f20bb48"));
+    }
+
+    #[test]
+    fn session_ids_are_checked() {
+        usage_error(&["session", "show", "sess_XYZ"]);
+        usage_error(&["session", "terminate", "alice", "--reason", "r"]);
+        usage_error(&["recording", "verify", "../../etc"]);
+    }
+
+    #[test]
+    fn vault_put_needs_exactly_one_source() {
+        let e = usage_error(&["vault", "put", "vault/ssh/x"]);
+        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+        let e = usage_error(&[
+            "vault",
+            "put",
+            "vault/ssh/x",
+            "--password-stdin",
+            "--private-key-file",
+            "k",
+        ]);
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+        assert!(parse(&["vault", "put", "vault/ssh/x", "--password-stdin"]).is_ok());
+        assert!(parse(&["vault", "put", "vault/ssh/x", "--private-key-file", "k"]).is_ok());
+        usage_error(&["vault", "put", "/abs/../x", "--password-stdin"]);
+    }
+
+    #[test]
+    fn playback_speed_must_be_positive() {
+        for bad in ["0", "-1", "NaN", "inf", "fast"] {
+            usage_error(&["recording", "play", "sess_a91c7f20bb48", "--speed", bad]);
+        }
+        let cli = parse(&[
+            "recording",
+            "play",
+            "sess_a91c7f20bb48",
+            "--speed",
+            "2.5",
+            "--max-idle",
+            "2s",
+        ])
+        .unwrap();
+        let Command::Recording(RecordingCmd::Play(p)) = cli.command else {
+            panic!()
+        };
+        assert!((p.speed - 2.5).abs() < f64::EPSILON);
+        assert_eq!(p.max_idle, Some(Duration::from_secs(2)));
+        let cli = parse(&["recording", "play", "sess_a91c7f20bb48"]).unwrap();
+        let Command::Recording(RecordingCmd::Play(p)) = cli.command else {
+            panic!()
+        };
+        assert!((p.speed - 1.0).abs() < f64::EPSILON);
+        usage_error(&["recording", "play", "sess_a91c7f20bb48", "--max-idle", "2"]);
+    }
+
+    #[test]
+    fn list_filters_and_kinds() {
+        let cli = parse(&[
+            "session",
+            "list",
+            "--actor",
+            "alice@corp",
+            "--protocol",
+            "ssh",
+            "--state",
+            "idle",
+            "--idle-gt",
+            "5m",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        let Command::Session(SessionCmd::List(l)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(l.protocol, Some(Protocol::Ssh));
+        assert_eq!(l.state, Some(SessionState::Idle));
+        assert_eq!(l.idle_gt, Some(Duration::from_secs(300)));
+        assert_eq!(l.output, ListFormat::Json);
+        usage_error(&["session", "list", "--protocol", "telnet"]);
+        usage_error(&["session", "list", "--idle-gt", "soon"]);
+        usage_error(&["session", "list", "-o", "yaml"]);
+
+        let cli = parse(&["get", "targets", "-o", "yaml"]).unwrap();
+        let Command::Get(g) = cli.command else {
+            panic!()
+        };
+        assert_eq!(g.kind, Kind::Target);
+        assert_eq!(g.output, GetFormat::Yaml);
+        let cli = parse(&["delete", "ServicePrincipals", "svc_deploy"]).unwrap();
+        let Command::Delete(d) = cli.command else {
+            panic!()
+        };
+        assert_eq!(d.kind, Kind::ServicePrincipal);
+        usage_error(&["get", "widgets"]);
+        usage_error(&["apply"]);
+        assert!(parse(&["apply", "-f", "-"]).is_ok());
+    }
+
+    #[test]
+    fn connection_flags_override_defaults() {
+        let cli = parse(&[
+            "--addr",
+            "http://cp:9000",
+            "--token",
+            "t0k",
+            "audit",
+            "verify",
+        ])
+        .unwrap();
+        assert_eq!(cli.addr, "http://cp:9000");
+        assert_eq!(cli.token.as_deref(), Some("t0k"));
+        let cli = parse(&["audit", "list", "--addr", "http://cp:9001"]).unwrap();
+        assert_eq!(cli.addr, "http://cp:9001");
+    }
+
+    #[test]
+    fn token_value_is_not_shown_in_help() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("WGCTL_TOKEN"));
+        assert!(help.contains("Exit codes:"));
+    }
+}

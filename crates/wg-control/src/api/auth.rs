@@ -1,0 +1,84 @@
+//! Authentication (bearer tokens) and role-typed authorisation.
+
+use std::marker::PhantomData;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use wg_domain::ErrorCode;
+use wg_domain::resources::Role;
+
+use super::{ApiError, ApiState};
+use crate::ControlError;
+
+/// A role marker: the least role a route accepts.
+pub trait MinRole: Send + Sync + 'static {
+    /// The least role.
+    const ROLE: Role;
+}
+
+/// Routes for auditors, operators and admins (read-only views).
+#[derive(Debug)]
+pub struct Auditor;
+/// Routes for operators and admins (terminate, shadow, approve).
+#[derive(Debug)]
+pub struct Operator;
+/// Routes for admins only (resources, vault).
+#[derive(Debug)]
+pub struct Admin;
+
+impl MinRole for Auditor {
+    const ROLE: Role = Role::Auditor;
+}
+impl MinRole for Operator {
+    const ROLE: Role = Role::Operator;
+}
+impl MinRole for Admin {
+    const ROLE: Role = Role::Admin;
+}
+
+/// The authenticated caller of a route that requires at least role `R`.
+#[derive(Debug)]
+pub struct Caller<R: MinRole> {
+    /// The principal, e.g. `admin@local`.
+    pub principal: String,
+    /// Its role.
+    pub role: Role,
+    _role: PhantomData<R>,
+}
+
+impl<R: MinRole> FromRequestParts<ApiState> for Caller<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError(ControlError::new(
+                    ErrorCode::Unauthorized,
+                    "missing bearer token (set WGCTL_TOKEN)",
+                ))
+            })?;
+        let Some((principal, role)) = state.control.principal_for_token(token).await? else {
+            return Err(ApiError(ControlError::new(
+                ErrorCode::Unauthorized,
+                "invalid or revoked token",
+            )));
+        };
+        match role {
+            Some(role) if role >= R::ROLE => Ok(Caller {
+                principal,
+                role,
+                _role: PhantomData,
+            }),
+            _ => Err(ApiError(ControlError::new(
+                ErrorCode::Forbidden,
+                format!("{principal} lacks the {:?} role this action needs", R::ROLE),
+            ))),
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Session, recording and audit routes.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use wg_domain::api::{
+    AuditList, AuditVerify, RecordingVerify, SessionList, SessionView, TerminateRequest,
+    TerminateResponse,
+};
+use wg_domain::lifecycle::SessionState;
+
+use super::auth::{Auditor, Caller, Operator};
+use super::{ApiError, ApiResult, ApiState, json_body};
+use crate::{ControlError, SessionQuery};
+
+/// Query parameters of `GET /api/v1/sessions`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct ListParams {
+    /// Exact state (default: every state but `closed`).
+    state: Option<String>,
+    /// Actor name.
+    actor: Option<String>,
+    /// Target name.
+    target: Option<String>,
+    /// Protocol (`ssh`, `pg`, `rdp`).
+    protocol: Option<String>,
+    /// Owning gateway.
+    gateway: Option<String>,
+    /// Only sessions idle longer than this duration, e.g. `5m`.
+    idle_gt: Option<String>,
+}
+
+/// List sessions, cluster-wide.
+#[utoipa::path(get, path = "/api/v1/sessions", params(ListParams),
+    responses((status = 200, body = SessionList), (status = 400, body = wg_domain::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn list(
+    _caller: Caller<Auditor>,
+    State(st): State<ApiState>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<Json<SessionList>> {
+    let state = p
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<SessionState>())
+        .transpose()
+        .map_err(|e| ApiError(ControlError::bad_request(e.to_string())))?;
+    let idle_gt = p
+        .idle_gt
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(wg_domain::time::parse_duration)
+        .transpose()
+        .map_err(|e| ApiError(ControlError::bad_request(e.to_string())))?;
+    let q = SessionQuery {
+        state,
+        actor: p.actor.filter(|s| !s.is_empty()),
+        target: p.target.filter(|s| !s.is_empty()),
+        protocol: p.protocol.filter(|s| !s.is_empty()),
+        gateway: p.gateway.filter(|s| !s.is_empty()),
+        idle_gt,
+    };
+    Ok(Json(SessionList {
+        sessions: st.control.list_sessions(&q).await?,
+    }))
+}
+
+/// One session with its access-decision trail.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}", params(("id" = String, Path, description = "sess_ ID")),
+    responses((status = 200, body = SessionView), (status = 404, body = wg_domain::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn show(
+    _caller: Caller<Auditor>,
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SessionView>> {
+    Ok(Json(st.control.get_session(&id).await?))
+}
+
+/// Force-terminate a session: flush and seal its recording, then sever both legs.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/terminate", request_body = TerminateRequest,
+    params(("id" = String, Path, description = "sess_ ID")),
+    responses((status = 200, body = TerminateResponse), (status = 400, body = wg_domain::ErrorBody),
+        (status = 404, body = wg_domain::ErrorBody), (status = 503, body = wg_domain::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn terminate(
+    caller: Caller<Operator>,
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<TerminateResponse>> {
+    if body.is_empty() {
+        return Err(ApiError(ControlError::bad_request(
+            "a reason is required: {\"reason\": \"...\"}",
+        )));
+    }
+    let req: TerminateRequest = json_body(&body, "terminate")?;
+    Ok(Json(
+        st.control
+            .terminate(&id, &req.reason, &caller.principal)
+            .await?,
+    ))
+}
+
+/// Re-hash a recording against its manifest and seal.
+#[utoipa::path(get, path = "/api/v1/recordings/{id}/verify", params(("id" = String, Path)),
+    responses((status = 200, body = RecordingVerify), (status = 404, body = wg_domain::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn recording_verify(
+    caller: Caller<Auditor>,
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RecordingVerify>> {
+    Ok(Json(
+        st.control.recording_verify(&id, &caller.principal).await?,
+    ))
+}
+
+/// The recording stream (asciicast v2).
+#[utoipa::path(get, path = "/api/v1/recordings/{id}/stream", params(("id" = String, Path)),
+    responses((status = 200, content_type = "application/x-asciicast", body = String),
+        (status = 404, body = wg_domain::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn recording_stream(
+    caller: Caller<Auditor>,
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let bytes = st.control.recording_stream(&id, &caller.principal).await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-asciicast")], bytes))
+}
+
+/// Query parameters of `GET /api/v1/audit`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct AuditParams {
+    /// Only events of this session.
+    session: Option<String>,
+    /// Only events of this kind.
+    kind: Option<String>,
+}
+
+/// Audit events in chain order.
+#[utoipa::path(get, path = "/api/v1/audit", params(AuditParams),
+    responses((status = 200, body = AuditList)), security(("bearer" = [])))]
+pub(crate) async fn audit_list(
+    _caller: Caller<Auditor>,
+    State(st): State<ApiState>,
+    Query(p): Query<AuditParams>,
+) -> ApiResult<Json<AuditList>> {
+    Ok(Json(AuditList {
+        events: st
+            .control
+            .audit_list(
+                p.session.filter(|s| !s.is_empty()),
+                p.kind.filter(|s| !s.is_empty()),
+            )
+            .await?,
+    }))
+}
+
+/// Verify the audit hash chain.
+#[utoipa::path(get, path = "/api/v1/audit/verify",
+    responses((status = 200, body = AuditVerify)), security(("bearer" = [])))]
+pub(crate) async fn audit_verify(
+    _caller: Caller<Auditor>,
+    State(st): State<ApiState>,
+) -> ApiResult<Json<AuditVerify>> {
+    Ok(Json(st.control.audit_verify().await?))
+}

@@ -1,0 +1,272 @@
+//! The gateway-facing gRPC service (`wardengate.v1.GatewayControl`).
+//!
+//! Every call must carry `authorization: Bearer <gateway token>` metadata; in `dev` mode the token
+//! is generated at start and handed to the in-process gateway. (Join tokens and mutual TLS for
+//! standalone gateways come with the cluster work.) Each call names its gateway; a gateway may only
+//! report on its own sessions.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+use wg_domain::api::SealInfo;
+use wg_domain::audit::{NewAuditEvent, kinds};
+use wg_domain::{ErrorCode, lifecycle::EndReason};
+use wg_proto::v1::{
+    Ack, AuthenticateActorRequest, AuthenticateActorResponse, CommandResult, CommandStreamRequest,
+    Credential, GatewayCommand, ProgressBatch, SessionDecision, SessionReport, SessionRequest,
+    credential, gateway_control_server::GatewayControl,
+};
+
+use crate::service::{Report, SessionAsk};
+use crate::vault::Secret;
+use crate::{ControlError, ControlPlane};
+
+/// The gRPC service.
+#[derive(Clone)]
+pub struct GatewayService {
+    control: ControlPlane,
+    token: String,
+}
+
+impl std::fmt::Debug for GatewayService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewayService")
+    }
+}
+
+impl GatewayService {
+    /// A service accepting gateways that present `token`.
+    pub fn new(control: ControlPlane, token: String) -> Self {
+        GatewayService { control, token }
+    }
+
+    /// Wraps the service for tonic's router.
+    pub fn into_server(self) -> wg_proto::v1::gateway_control_server::GatewayControlServer<Self> {
+        wg_proto::v1::gateway_control_server::GatewayControlServer::new(self)
+    }
+
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let presented = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(presented.as_bytes(), self.token.as_bytes()) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("invalid gateway credentials"))
+        }
+    }
+}
+
+/// Compares secrets without leaking where they differ: both are hashed first, so the timing of
+/// the comparison depends only on the digests.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::Digest;
+    sha2::Sha256::digest(a) == sha2::Sha256::digest(b)
+}
+
+fn status(e: ControlError) -> Status {
+    let msg = e.0.message.clone();
+    match e.code() {
+        ErrorCode::BadRequest => Status::invalid_argument(msg),
+        ErrorCode::Unauthorized => Status::unauthenticated(msg),
+        ErrorCode::Forbidden | ErrorCode::PolicyDenied => Status::permission_denied(msg),
+        ErrorCode::NotFound => Status::not_found(msg),
+        ErrorCode::Conflict => Status::failed_precondition(msg),
+        ErrorCode::ConcurrencyLimit => Status::resource_exhausted(msg),
+        ErrorCode::Unavailable => Status::unavailable(msg),
+        ErrorCode::Internal => Status::internal(msg),
+    }
+}
+
+fn seal_of(p: Option<wg_proto::v1::RecordingProgress>) -> Option<SealInfo> {
+    p.filter(|p| !p.sha256.is_empty()).map(|p| SealInfo {
+        chunks: p.chunks,
+        bytes: p.bytes,
+        sha256: p.sha256,
+        status: p.status,
+    })
+}
+
+fn nonempty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+type CommandStream = Pin<Box<dyn Stream<Item = Result<GatewayCommand, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl GatewayControl for GatewayService {
+    type CommandStreamStream = CommandStream;
+
+    async fn command_stream(
+        &self,
+        request: Request<CommandStreamRequest>,
+    ) -> Result<Response<Self::CommandStreamStream>, Status> {
+        self.authorize(&request)?;
+        let req = request.into_inner();
+        if req.gateway.is_empty() {
+            return Err(Status::invalid_argument("gateway name is required"));
+        }
+        let registry = self.control.gateways().clone();
+        let (rx, generation) = registry.connect(&req.gateway, &req.address, &req.version);
+        let _ = self
+            .control
+            .store()
+            .append_audit(
+                &NewAuditEvent::new(kinds::GATEWAY_JOINED)
+                    .actor(format!("gateway:{}", req.gateway))
+                    .details(serde_json::json!({"address": req.address, "version": req.version})),
+            )
+            .await;
+        tracing::info!(gateway = %req.gateway, address = %req.address, "gateway connected");
+        let name = req.gateway.clone();
+        // Unregister when the stream is dropped (the gateway went away).
+        let stream = futures::stream::unfold(
+            (rx, Some(DisconnectGuard { registry, name, generation })),
+            |(mut rx, guard)| async move { rx.recv().await.map(|item| (item, (rx, guard))) },
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn complete_command(&self, request: Request<CommandResult>) -> Result<Response<Ack>, Status> {
+        self.authorize(&request)?;
+        self.control.gateways().complete(request.into_inner());
+        Ok(Response::new(Ack {}))
+    }
+
+    async fn authenticate_actor(
+        &self,
+        request: Request<AuthenticateActorRequest>,
+    ) -> Result<Response<AuthenticateActorResponse>, Status> {
+        self.authorize(&request)?;
+        let req = request.into_inner();
+        let login = nonempty(req.login_actor);
+        let found = self
+            .control
+            .authenticate_actor(login.as_deref(), &req.public_key)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(match found {
+            Some((actor, groups)) => AuthenticateActorResponse {
+                ok: true,
+                actor,
+                groups,
+            },
+            None => AuthenticateActorResponse::default(),
+        }))
+    }
+
+    async fn request_session(
+        &self,
+        request: Request<SessionRequest>,
+    ) -> Result<Response<SessionDecision>, Status> {
+        self.authorize(&request)?;
+        let req = request.into_inner();
+        let gateway_address = self.control.gateways().get(&req.gateway).map(|g| g.address);
+        let ask = SessionAsk {
+            gateway: req.gateway,
+            gateway_address,
+            actor: req.actor,
+            target: req.target,
+            account: nonempty(req.account),
+            protocol: req.protocol,
+            client_ip: nonempty(req.client_ip),
+            client_software: nonempty(req.client_software),
+        };
+        let decision = match self.control.request_session(ask).await {
+            Ok(a) => {
+                let secret = match &a.credential {
+                    Secret::Password(p) => credential::Secret::Password(p.to_string()),
+                    Secret::PrivateKey(k) => credential::Secret::PrivateKey(k.to_string()),
+                };
+                SessionDecision {
+                    allowed: true,
+                    session_id: a.session.to_string(),
+                    target_address: a.target_address,
+                    host_key: a.host_key.unwrap_or_default(),
+                    account: a.account,
+                    credential: Some(Credential {
+                        secret: Some(secret),
+                    }),
+                    recording_mode: a.recording_mode,
+                    idle_timeout_ms: u64::try_from(a.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+                    idle_grace_ms: u64::try_from(a.idle_grace.as_millis()).unwrap_or(u64::MAX),
+                    policy: a.policy,
+                    target: a.target,
+                    ..Default::default()
+                }
+            }
+            Err(d) => SessionDecision {
+                allowed: false,
+                session_id: d.session.map(|s| s.to_string()).unwrap_or_default(),
+                error_code: d.error.code().as_str().to_owned(),
+                message: d.error.0.message.clone(),
+                scope: d.error.0.scope.clone().unwrap_or_default(),
+                limit: d.error.0.limit.unwrap_or(0),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(decision))
+    }
+
+    async fn report_session(&self, request: Request<SessionReport>) -> Result<Response<Ack>, Status> {
+        self.authorize(&request)?;
+        let r = request.into_inner();
+        let end_reason = if r.end_reason.is_empty() {
+            None
+        } else {
+            Some(
+                r.end_reason
+                    .parse::<EndReason>()
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            )
+        };
+        let report = Report {
+            session: r.session_id,
+            state: r.state,
+            time_ms: if r.time_ms > 0 { r.time_ms } else { wg_domain::time::now_millis() },
+            end_reason,
+            end_detail: nonempty(r.end_detail),
+            exit_status: r.has_exit_status.then_some(r.exit_status),
+            recording: seal_of(r.recording),
+            observed_host_key: nonempty(r.observed_host_key),
+            pty: r.pty.map(|p| (p.term, p.cols, p.rows)),
+        };
+        self.control.report(&r.gateway, report).await.map_err(status)?;
+        Ok(Response::new(Ack {}))
+    }
+
+    async fn report_progress(&self, request: Request<ProgressBatch>) -> Result<Response<Ack>, Status> {
+        self.authorize(&request)?;
+        let batch = request.into_inner();
+        for s in batch.sessions {
+            let last = (s.last_input_ms > 0).then_some(s.last_input_ms);
+            self.control
+                .progress(
+                    &s.session_id,
+                    last,
+                    s.pty.map(|p| (p.term, p.cols, p.rows)),
+                    s.recording.map(|r| (r.chunks, r.bytes)),
+                )
+                .await
+                .map_err(status)?;
+        }
+        Ok(Response::new(Ack {}))
+    }
+}
+
+struct DisconnectGuard {
+    registry: crate::gateways::GatewayRegistry,
+    name: String,
+    generation: u64,
+}
+
+impl Drop for DisconnectGuard {
+    fn drop(&mut self) {
+        tracing::info!(gateway = %self.name, "gateway command stream closed");
+        self.registry.disconnect(&self.name, self.generation);
+    }
+}

@@ -1,0 +1,338 @@
+//! The live session runtime: one [`LiveSession`] per session running on this gateway, held in a
+//! sharded concurrent map ([`Runtime`]). No lock is held across I/O.
+//!
+//! Kills are sticky: [`LiveSession::kill`] records who and why once (a later kill never replaces
+//! the first) and cancels a [`CancellationToken`], which — unlike `Notify::notify_waiters` —
+//! cannot be lost if the session's owner starts waiting after the kill. The owner of the session
+//! (the protocol module's connection task) runs the close sequence exactly once and publishes its
+//! [`CloseOutcome`] through a watch channel that late waiters also see.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use wg_domain::SessionId;
+use wg_domain::lifecycle::EndReason;
+use wg_domain::time::now_millis;
+use wg_proto::v1::{ProgressBatch, Pty, RecordingProgress, SessionProgress};
+use wg_recording::{Recorder, Seal};
+
+use crate::control::ControlClient;
+
+/// Who killed a session and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KillInfo {
+    /// Why the session must end.
+    pub reason: EndReason,
+    /// The operator (for terminations).
+    pub by: Option<String>,
+    /// The reason text.
+    pub detail: String,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone)]
+pub struct CloseOutcome {
+    /// End reason.
+    pub reason: EndReason,
+    /// The sealed recording, if the session was recorded.
+    pub seal: Option<Seal>,
+    /// When the close completed (ms since the epoch).
+    pub time_ms: i64,
+}
+
+/// A session live on this gateway.
+#[derive(Debug)]
+pub struct LiveSession {
+    /// Its ID.
+    pub id: SessionId,
+    /// Recording mode decided by policy (`full`, `metadata`, `off`).
+    pub recording_mode: String,
+    kill: CancellationToken,
+    kill_info: OnceLock<KillInfo>,
+    last_input_ms: AtomicI64,
+    reported_input_ms: AtomicI64,
+    pty: Mutex<Option<(String, u32, u32)>>,
+    pty_dirty: AtomicBool,
+    recorder: tokio::sync::OnceCell<Recorder>,
+    reported_recording: Mutex<(u32, u64)>,
+    outcome: watch::Sender<Option<CloseOutcome>>,
+}
+
+impl LiveSession {
+    /// A new live session.
+    pub fn new(id: SessionId, recording_mode: String) -> Self {
+        Self::with_kill_token(id, recording_mode, CancellationToken::new())
+    }
+
+    /// A new live session whose kill cancels `kill` (e.g. the connection's own token, so that
+    /// the connection task notices a kill issued before or after it started waiting).
+    pub fn with_kill_token(id: SessionId, recording_mode: String, kill: CancellationToken) -> Self {
+        let now = now_millis();
+        LiveSession {
+            id,
+            recording_mode,
+            kill,
+            kill_info: OnceLock::new(),
+            last_input_ms: AtomicI64::new(now),
+            reported_input_ms: AtomicI64::new(now),
+            pty: Mutex::new(None),
+            pty_dirty: AtomicBool::new(false),
+            recorder: tokio::sync::OnceCell::new(),
+            reported_recording: Mutex::new((0, 0)),
+            outcome: watch::channel(None).0,
+        }
+    }
+
+    /// Orders the session to end. The first kill wins and is never unset.
+    pub fn kill(&self, info: KillInfo) {
+        let _ = self.kill_info.set(info);
+        self.kill.cancel();
+    }
+
+    /// The kill order, once given.
+    pub fn kill_info(&self) -> Option<&KillInfo> {
+        self.kill_info.get()
+    }
+
+    /// A token cancelled when the session is killed.
+    pub fn kill_token(&self) -> &CancellationToken {
+        &self.kill
+    }
+
+    /// Notes meaningful user input now.
+    pub fn touch_input(&self) {
+        self.last_input_ms.store(now_millis(), Ordering::Relaxed);
+    }
+
+    /// Notes the client's terminal.
+    pub fn set_pty(&self, term: &str, cols: u32, rows: u32) {
+        if let Ok(mut p) = self.pty.lock() {
+            *p = Some((term.to_owned(), cols, rows));
+        }
+        self.pty_dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Notes a window change.
+    pub fn resize(&self, cols: u32, rows: u32) {
+        if let Ok(mut p) = self.pty.lock() {
+            if let Some(p) = p.as_mut() {
+                p.1 = cols;
+                p.2 = rows;
+            }
+        }
+        self.pty_dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// The client's terminal, if any.
+    pub fn pty(&self) -> Option<(String, u32, u32)> {
+        self.pty.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// The recorder, started on first use with `start` (only for recording mode `full`).
+    ///
+    /// # Errors
+    /// The recorder's start error: a session whose mandatory recording cannot start must not
+    /// proceed.
+    pub async fn recorder<F, Fut>(&self, start: F) -> Result<Option<&Recorder>, wg_recording::RecordingError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Recorder, wg_recording::RecordingError>>,
+    {
+        if self.recording_mode != "full" {
+            return Ok(None);
+        }
+        self.recorder.get_or_try_init(start).await.map(Some)
+    }
+
+    /// The recorder if it has started.
+    pub fn started_recorder(&self) -> Option<&Recorder> {
+        self.recorder.get()
+    }
+
+    /// Publishes the close outcome (once).
+    pub fn publish_outcome(&self, outcome: CloseOutcome) {
+        self.outcome.send_if_modified(|o| {
+            if o.is_none() {
+                *o = Some(outcome);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Waits up to `timeout` for the close outcome.
+    pub async fn wait_outcome(&self, timeout: Duration) -> Option<CloseOutcome> {
+        let mut rx = self.outcome.subscribe();
+        let wait = rx.wait_for(|o| o.is_some());
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(o)) => o.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// The live sessions of this gateway.
+#[derive(Debug)]
+pub struct Runtime {
+    control: ControlClient,
+    sessions: DashMap<SessionId, Arc<LiveSession>>,
+}
+
+impl Runtime {
+    /// An empty runtime reporting to `control`.
+    pub fn new(control: ControlClient) -> Self {
+        Runtime {
+            control,
+            sessions: DashMap::new(),
+        }
+    }
+
+    /// The control-plane client.
+    pub fn control(&self) -> &ControlClient {
+        &self.control
+    }
+
+    /// Registers a live session and returns a guard that removes it when dropped, so that a
+    /// session cannot outlive the task that owns it.
+    pub fn register(self: &Arc<Self>, session: Arc<LiveSession>) -> Registration {
+        self.sessions.insert(session.id, session.clone());
+        Registration {
+            runtime: self.clone(),
+            session,
+        }
+    }
+
+    /// A live session.
+    pub fn get(&self, id: &SessionId) -> Option<Arc<LiveSession>> {
+        self.sessions.get(id).map(|s| s.clone())
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Terminates a live session and waits for its close outcome (recording sealed, legs
+    /// severed). `None` when the session is not live here.
+    pub async fn terminate(&self, id: &str, operator: &str, reason: &str) -> Option<CloseOutcome> {
+        let id: SessionId = id.parse().ok()?;
+        let session = self.get(&id)?;
+        session.kill(KillInfo {
+            reason: EndReason::Terminated,
+            by: Some(operator.to_owned()).filter(|s| !s.is_empty()),
+            detail: reason.to_owned(),
+        });
+        session.wait_outcome(Duration::from_secs(8)).await
+    }
+
+    /// Kills every live session (gateway shutdown) and waits for them to close.
+    pub async fn close_all(&self, why: &str) {
+        let all: Vec<Arc<LiveSession>> = self.sessions.iter().map(|s| s.clone()).collect();
+        for s in &all {
+            s.kill(KillInfo {
+                reason: EndReason::GatewayError,
+                by: None,
+                detail: why.to_owned(),
+            });
+        }
+        for s in all {
+            let _ = s.wait_outcome(Duration::from_secs(5)).await;
+        }
+    }
+
+    /// Collects what changed since the last report.
+    fn progress_batch(&self) -> ProgressBatch {
+        let mut batch = ProgressBatch::default();
+        for entry in self.sessions.iter() {
+            let s = entry.value();
+            let mut p = SessionProgress {
+                session_id: s.id.to_string(),
+                ..Default::default()
+            };
+            let mut changed = false;
+            let last = s.last_input_ms.load(Ordering::Relaxed);
+            if s.reported_input_ms.swap(last, Ordering::Relaxed) != last {
+                p.last_input_ms = last;
+                changed = true;
+            }
+            if s.pty_dirty.swap(false, Ordering::Relaxed) {
+                if let Some((term, cols, rows)) = s.pty() {
+                    p.pty = Some(Pty { term, cols, rows });
+                    changed = true;
+                }
+            }
+            if let Some(rec) = s.started_recorder() {
+                let pr = rec.progress();
+                if let Ok(mut last) = s.reported_recording.lock() {
+                    if *last != (pr.chunks, pr.bytes) {
+                        *last = (pr.chunks, pr.bytes);
+                        p.recording = Some(RecordingProgress {
+                            chunks: pr.chunks,
+                            bytes: pr.bytes,
+                            status: "recording".into(),
+                            sha256: String::new(),
+                        });
+                        changed = true;
+                    }
+                }
+            }
+            if changed {
+                batch.sessions.push(p);
+            }
+        }
+        batch
+    }
+}
+
+/// Removes a session from the runtime when dropped.
+#[derive(Debug)]
+pub struct Registration {
+    runtime: Arc<Runtime>,
+    session: Arc<LiveSession>,
+}
+
+impl Registration {
+    /// The session.
+    pub fn session(&self) -> &Arc<LiveSession> {
+        &self.session
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.runtime.sessions.remove(&self.session.id);
+    }
+}
+
+/// Reports live-session progress every `interval` until `shutdown`.
+pub(crate) async fn run_progress_reporter(
+    runtime: Arc<Runtime>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let batch = runtime.progress_batch();
+        if batch.sessions.is_empty() {
+            continue;
+        }
+        if let Err(e) = runtime.control.progress(batch).await {
+            tracing::warn!(error = %e, "cannot report session progress");
+        }
+    }
+}

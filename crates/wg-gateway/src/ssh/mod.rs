@@ -1,0 +1,556 @@
+//! The SSH protocol module: listener, client authentication, access decision, target leg,
+//! channel relay and the close sequence.
+//!
+//! One Wardengate session is one client SSH connection to one target account. Login names are
+//! `ACTOR:TARGET[:ACCOUNT]` (PRODUCT.md §5). Flow:
+//!
+//! 1. `auth_publickey` (signature already verified by russh): the control plane checks the key
+//!    belongs to ACTOR. Unknown keys are rejected; a malformed login name is accepted only when
+//!    the key alone identifies one actor, so that the client can be told what is wrong.
+//! 2. `auth_succeeded`: the access decision (control plane) and, if admitted, the target leg with
+//!    the injected account. A denial or a target failure is delivered in-band on the client's
+//!    first session channel — one line on stderr and exit status 1 — because SSH offers no way to
+//!    explain a refusal during authentication.
+//! 3. Each client session channel is bridged to a target channel ([`bridge`]).
+//! 4. Close sequence (exactly once, by the connection task): stop the relay, seal the recording,
+//!    tell the client why (for a forced end), sever both legs, report `closed`.
+
+mod bridge;
+mod target;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use russh::server::{Auth, Msg, Session};
+use russh::{Channel, ChannelId};
+use tokio_util::sync::CancellationToken;
+use wg_domain::SessionId;
+use wg_domain::lifecycle::EndReason;
+use wg_domain::login::LoginName;
+use wg_domain::time::now_millis;
+use wg_proto::v1::{RecordingProgress, SessionReport, SessionRequest, credential};
+use wg_recording::RecorderConfig;
+use zeroize::Zeroizing;
+
+use crate::control::ControlClient;
+use crate::runtime::{CloseOutcome, LiveSession, Registration, Runtime};
+
+/// SSH listener settings.
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    /// Gateway name.
+    pub gateway: String,
+    /// Recording spool.
+    pub recordings_root: std::path::PathBuf,
+}
+
+struct Shared {
+    settings: SshSettings,
+    config: Arc<russh::server::Config>,
+    control: ControlClient,
+    runtime: Arc<Runtime>,
+    recordings: Arc<RecorderConfig>,
+}
+
+/// The SSH listener of a gateway.
+pub struct SshListener {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SshListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshListener")
+            .field("gateway", &self.shared.settings.gateway)
+            .finish()
+    }
+}
+
+impl SshListener {
+    /// A listener presenting `host_key`.
+    pub fn new(
+        settings: SshSettings,
+        host_key: russh::keys::PrivateKey,
+        control: ControlClient,
+        runtime: Arc<Runtime>,
+    ) -> Self {
+        let mut preferred = russh::Preferred::default();
+        preferred.cipher = std::borrow::Cow::Borrowed(&[
+            russh::cipher::AES_128_GCM,
+            russh::cipher::AES_256_GCM,
+            russh::cipher::CHACHA20_POLY1305,
+            russh::cipher::AES_256_CTR,
+        ]);
+        let config = russh::server::Config {
+            server_id: russh::SshId::Standard(
+                format!("SSH-2.0-Wardengate_{}", env!("CARGO_PKG_VERSION")).into(),
+            ),
+            methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
+            auth_rejection_time: Duration::from_millis(200),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            keys: vec![host_key],
+            preferred,
+            // Idle is decided by policy, not by the transport.
+            inactivity_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_max: 4,
+            window_size: 4 * 1024 * 1024,
+            nodelay: true,
+            ..Default::default()
+        };
+        let recordings = Arc::new(RecorderConfig::new(settings.recordings_root.clone()));
+        SshListener {
+            shared: Arc::new(Shared {
+                settings,
+                config: Arc::new(config),
+                control,
+                runtime,
+                recordings,
+            }),
+        }
+    }
+
+    /// Accepts connections until `shutdown`.
+    pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: CancellationToken) {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let shared = self.shared.clone();
+                    tokio::spawn(async move { connection(shared, stream, peer).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// The state of a client connection after authentication.
+enum ConnState {
+    Authenticating,
+    /// The attempt was refused: the line to show the client.
+    Refused(String),
+    Ready(Arc<SshSession>),
+}
+
+/// A brokered session: the target leg and the bridges.
+struct SshSession {
+    registration: Registration,
+    target: russh::client::Handle<target::TargetHandler>,
+    stop: CancellationToken,
+    bridges: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    client_channels: Mutex<Vec<ChannelId>>,
+    exit_status: Arc<Mutex<Option<i32>>>,
+    active_reported: std::sync::atomic::AtomicBool,
+}
+
+impl SshSession {
+    fn live(&self) -> &Arc<LiveSession> {
+        self.registration.session()
+    }
+}
+
+struct ClientHandler {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    login: Option<Result<LoginName, String>>,
+    actor: Option<String>,
+    state: ConnState,
+    kill: CancellationToken,
+    slot: Arc<OnceLock<Arc<SshSession>>>,
+}
+
+async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    let kill = CancellationToken::new();
+    let slot: Arc<OnceLock<Arc<SshSession>>> = Arc::new(OnceLock::new());
+    let handler = ClientHandler {
+        shared: shared.clone(),
+        peer,
+        login: None,
+        actor: None,
+        state: ConnState::Authenticating,
+        kill: kill.clone(),
+        slot: slot.clone(),
+    };
+    let running = match russh::server::run_stream(shared.config.clone(), stream, handler).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "SSH handshake failed");
+            return;
+        }
+    };
+    let server = running.handle();
+    tokio::pin!(running);
+    let killed = tokio::select! {
+        _ = &mut running => false,
+        _ = kill.cancelled() => true,
+    };
+    let Some(session) = slot.get().cloned() else {
+        // Refused attempts end here: give the client a moment to read the refusal.
+        if killed {
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut running).await;
+        }
+        return;
+    };
+    let kill_info = session.live().kill_info().cloned();
+    let (reason, detail, notice) = match (&kill_info, killed) {
+        (Some(k), true) => {
+            let notice = match (&k.reason, &k.by) {
+                (EndReason::Terminated, Some(by)) => {
+                    format!("wardengate: session terminated by {by}: {}", k.detail)
+                }
+                (EndReason::Terminated, None) => {
+                    format!("wardengate: session terminated: {}", k.detail)
+                }
+                (r, _) => format!("wardengate: session ended ({r}): {}", k.detail),
+            };
+            (k.reason, Some(k.detail.clone()), Some(notice))
+        }
+        _ => (EndReason::ClientExit, None, None),
+    };
+    let outcome = close(&shared, &session, &server, reason, detail, notice).await;
+    if killed {
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
+    }
+    session.live().publish_outcome(outcome);
+}
+
+/// The close sequence: stop relaying, seal, tell the client, sever both legs, report.
+async fn close(
+    shared: &Shared,
+    session: &SshSession,
+    server: &russh::server::Handle,
+    reason: EndReason,
+    detail: Option<String>,
+    notice: Option<String>,
+) -> CloseOutcome {
+    let live = session.live().clone();
+    let id = live.id;
+    report(
+        &shared.control,
+        SessionReport {
+            session_id: id.to_string(),
+            state: "closing".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    // 1. Stop both directions of every bridge; after this nothing reaches client or recorder.
+    session.stop.cancel();
+    let bridges: Vec<_> = session
+        .bridges
+        .lock()
+        .map(|mut b| std::mem::take(&mut *b))
+        .unwrap_or_default();
+    for b in bridges {
+        let abort = b.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), b).await.is_err() {
+            abort.abort();
+        }
+    }
+    // 2. Seal the recording (flushes every accepted frame first).
+    let mut seal = None;
+    if let Some(rec) = live.started_recorder() {
+        if let Some(n) = &notice {
+            let _ = rec.record(wg_recording::Frame::Marker(n.clone())).await;
+        }
+        match rec.seal().await {
+            Ok(s) => seal = Some(s),
+            Err(e) => tracing::error!(session = %id, error = %e, "cannot seal the recording"),
+        }
+    }
+    // 3. Tell the client why, then sever the client leg.
+    if let Some(n) = &notice {
+        let channels: Vec<ChannelId> = session
+            .client_channels
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        let line = format!("\r\n{n}\r\n");
+        for ch in channels {
+            let _ = tokio::time::timeout(
+                Duration::from_millis(500),
+                server.extended_data(ch, 1, line.clone().into_bytes()),
+            )
+            .await;
+        }
+        let _ = server
+            .disconnect(russh::Disconnect::ByApplication, n.clone(), String::new())
+            .await;
+    }
+    // 4. Sever the target leg.
+    let _ = session
+        .target
+        .disconnect(russh::Disconnect::ByApplication, "session closed", "")
+        .await;
+    let time_ms = now_millis();
+    let exit_status = session.exit_status.lock().ok().and_then(|e| *e);
+    report(
+        &shared.control,
+        SessionReport {
+            session_id: id.to_string(),
+            state: "closed".into(),
+            time_ms,
+            end_reason: reason.as_str().into(),
+            end_detail: detail.unwrap_or_default(),
+            has_exit_status: exit_status.is_some(),
+            exit_status: exit_status.unwrap_or(0),
+            recording: seal.as_ref().map(|s| RecordingProgress {
+                chunks: s.chunks,
+                bytes: s.bytes,
+                status: s.status.as_str().into(),
+                sha256: s.sha256.clone(),
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    CloseOutcome {
+        reason,
+        seal,
+        time_ms,
+    }
+}
+
+async fn report(control: &ControlClient, report: SessionReport) {
+    let state = report.state.clone();
+    let id = report.session_id.clone();
+    if let Err(e) = control.report(report).await {
+        tracing::warn!(session = %id, state = %state, error = %e, "cannot report session state");
+    }
+}
+
+impl ClientHandler {
+    /// Decides the attempt and opens the target leg; returns the refusal line on failure.
+    async fn admit(&mut self, client_software: String) -> Result<Arc<SshSession>, String> {
+        let login = match self.login.clone() {
+            Some(Ok(l)) => l,
+            Some(Err(msg)) => return Err(msg),
+            None => return Err("not authenticated".into()),
+        };
+        let actor = self.actor.clone().unwrap_or_default();
+        let decision = self
+            .shared
+            .control
+            .request_session(SessionRequest {
+                actor: actor.clone(),
+                target: login.target.clone(),
+                account: login.account.clone().unwrap_or_default(),
+                protocol: "ssh".into(),
+                client_ip: self.peer.ip().to_string(),
+                client_software,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("control plane unreachable: {e}"))?;
+        if !decision.allowed {
+            let mut line = format!("access denied ({}): {}", decision.error_code, decision.message);
+            if !decision.scope.is_empty() {
+                line = format!(
+                    "access denied ({}, scope={}, limit={}): {}",
+                    decision.error_code, decision.scope, decision.limit, decision.message
+                );
+            }
+            return Err(line);
+        }
+        let id: SessionId = decision
+            .session_id
+            .parse()
+            .map_err(|_| "control plane returned a malformed session ID".to_string())?;
+        let live = Arc::new(LiveSession::with_kill_token(
+            id,
+            decision.recording_mode.clone(),
+            self.kill.clone(),
+        ));
+        let registration = self.shared.runtime.register(live);
+        let credential = match decision.credential.and_then(|c| c.secret) {
+            Some(credential::Secret::Password(p)) => target::TargetCredential::Password(Zeroizing::new(p)),
+            Some(credential::Secret::PrivateKey(k)) => {
+                target::TargetCredential::PrivateKey(Zeroizing::new(k))
+            }
+            None => {
+                return Err(self
+                    .fail_open(id, "the control plane released no credential".into())
+                    .await);
+            }
+        };
+        let pinned = (!decision.host_key.is_empty()).then_some(decision.host_key.as_str());
+        let leg = match target::connect(&decision.target_address, pinned, &decision.account, credential).await {
+            Ok(leg) => leg,
+            Err(e) => {
+                return Err(self
+                    .fail_open(id, format!("target {} unavailable: {e}", decision.target))
+                    .await);
+            }
+        };
+        report(
+            &self.shared.control,
+            SessionReport {
+                session_id: id.to_string(),
+                state: "opened".into(),
+                observed_host_key: leg.observed_host_key.clone().unwrap_or_default(),
+                ..Default::default()
+            },
+        )
+        .await;
+        Ok(Arc::new(SshSession {
+            registration,
+            target: leg.handle,
+            stop: CancellationToken::new(),
+            bridges: Mutex::new(Vec::new()),
+            client_channels: Mutex::new(Vec::new()),
+            exit_status: Arc::new(Mutex::new(None)),
+            active_reported: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    async fn fail_open(&self, id: SessionId, message: String) -> String {
+        tracing::warn!(session = %id, error = %message, "cannot open the target leg");
+        report(
+            &self.shared.control,
+            SessionReport {
+                session_id: id.to_string(),
+                state: "closed".into(),
+                end_reason: EndReason::TargetError.as_str().into(),
+                end_detail: message.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+        message
+    }
+}
+
+impl russh::server::Handler for ClientHandler {
+    type Error = russh::Error;
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let login = LoginName::parse(user).map_err(|e| e.to_string());
+        let login_actor = login.as_ref().map(|l| l.actor.clone()).unwrap_or_default();
+        let Ok(key_text) = key.public_key.to_openssh() else {
+            return Ok(Auth::reject());
+        };
+        match self
+            .shared
+            .control
+            .authenticate_actor(&login_actor, &key_text)
+            .await
+        {
+            Ok(Some((actor, _groups))) => {
+                self.actor = Some(actor);
+                self.login = Some(login);
+                Ok(Auth::Accept)
+            }
+            Ok(None) => Ok(Auth::reject()),
+            Err(e) => {
+                // Fail closed: no decision without the control plane.
+                tracing::warn!(error = %e, "control plane unreachable during authentication");
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        let ident = String::from_utf8_lossy(session.remote_sshid()).trim().to_owned();
+        match self.admit(ident).await {
+            Ok(s) => {
+                let _ = self.slot.set(s.clone());
+                self.state = ConnState::Ready(s);
+            }
+            Err(line) => {
+                self.state = ConnState::Refused(line);
+                // Close the connection if the client never opens a channel to read the refusal.
+                let kill = self.kill.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    kill.cancel();
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        match &self.state {
+            ConnState::Authenticating => {
+                reply
+                    .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+            }
+            ConnState::Refused(line) => {
+                reply.accept().await;
+                let line = format!("wardengate: {line}\r\n");
+                let handle = session.handle();
+                let kill = self.kill.clone();
+                tokio::spawn(async move {
+                    let id = channel.id();
+                    let _ = channel.extended_data_bytes(1, line.into_bytes()).await;
+                    let _ = handle.exit_status_request(id, 1).await;
+                    let _ = channel.eof().await;
+                    let _ = channel.close().await;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    kill.cancel();
+                });
+            }
+            ConnState::Ready(s) => {
+                let s = s.clone();
+                match s.target.channel_open_session().await {
+                    Ok(target_channel) => {
+                        reply.accept().await;
+                        if let Ok(mut c) = s.client_channels.lock() {
+                            c.push(channel.id());
+                        }
+                        let ctx = bridge::BridgeCtx {
+                            live: s.live().clone(),
+                            server: session.handle(),
+                            stop: s.stop.clone(),
+                            recordings: self.shared.recordings.clone(),
+                            exit_status: s.exit_status.clone(),
+                        };
+                        let tasks = bridge::spawn(ctx, channel, target_channel);
+                        if let Ok(mut b) = s.bridges.lock() {
+                            b.extend(tasks);
+                        }
+                        if !s
+                            .active_reported
+                            .swap(true, std::sync::atomic::Ordering::Relaxed)
+                        {
+                            report(
+                                &self.shared.control,
+                                SessionReport {
+                                    session_id: s.live().id.to_string(),
+                                    state: "active".into(),
+                                    ..Default::default()
+                                },
+                            )
+                            .await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "target refused a channel");
+                        reply
+                            .reject(russh::ChannelOpenFailure::ConnectFailed)
+                            .await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1416 @@
+//! The store suite: every test runs once against SQLite (a file in a temporary directory) and once
+//! against PostgreSQL (a fresh database per test, dropped afterwards even when the test fails).
+//!
+//! PostgreSQL: `WG_TEST_PG_URL` is the admin URL (default `postgres://postgres@127.0.0.1:5432/test`).
+//! When it is unreachable the PostgreSQL variants fail, unless `WG_TEST_SKIP_PG=1`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+
+use sqlx::{AnyConnection, Connection, Row};
+use wg_domain::SessionId;
+use wg_domain::audit::{ChainVerifier, GENESIS, NewAuditEvent, kinds};
+use wg_domain::lifecycle::{EndReason, SessionState};
+use wg_domain::resources::{Kind, Limits, Resource, Target, User};
+use wg_store::{
+    AuditFilter, SealedSecret, SessionFilter, SessionPatch, SessionRecord, Store, StoreError,
+    TokenRecord,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+const DEFAULT_PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database for one test; dropped (PostgreSQL) or deleted (SQLite) when this goes away.
+struct TestDb {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+    _pg: Option<PgDatabase>,
+}
+
+/// A PostgreSQL database created for one test and force-dropped on drop, also on panic.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop may run inside the test's runtime: use a thread with a runtime of its own.
+        let joined = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut admin = AnyConnection::connect(&admin_url).await?;
+                sqlx::Executor::execute(
+                    &mut admin,
+                    format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str(),
+                )
+                .await?;
+                admin.close().await
+            })
+        })
+        .join();
+        if !matches!(joined, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}: {joined:?}", self.name);
+        }
+    }
+}
+
+fn install_drivers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(sqlx::any::install_default_drivers);
+}
+
+/// `url` with its database name replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+impl TestDb {
+    fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        // A subdirectory-free path: the store must create the file itself.
+        let url = format!("sqlite://{}", dir.path().join("store.db").display());
+        TestDb {
+            url,
+            _dir: Some(dir),
+            _pg: None,
+        }
+    }
+
+    /// A fresh database, or `None` when PostgreSQL is unreachable and `WG_TEST_SKIP_PG=1`.
+    async fn postgres() -> Option<TestDb> {
+        install_drivers();
+        let admin_url =
+            std::env::var("WG_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_ADMIN_URL.to_owned());
+        let mut admin = match AnyConnection::connect(&admin_url).await {
+            Ok(c) => c,
+            Err(e) => {
+                if std::env::var("WG_TEST_SKIP_PG").as_deref() == Ok("1") {
+                    eprintln!("skipping the PostgreSQL variant: {admin_url} unreachable: {e}");
+                    return None;
+                }
+                panic!(
+                    "PostgreSQL at {admin_url} is unreachable ({e}); set WG_TEST_SKIP_PG=1 to skip"
+                );
+            }
+        };
+        let name = format!("wgtest_{}", wg_domain::ids::random_hex(8).unwrap());
+        sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE \"{name}\"").as_str())
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        Some(TestDb {
+            url: with_database(&admin_url, &name),
+            _dir: None,
+            _pg: Some(PgDatabase { admin_url, name }),
+        })
+    }
+
+    async fn store(&self) -> Store {
+        Store::connect(&self.url).await.unwrap()
+    }
+}
+
+/// Runs `$test(db: &TestDb)` once per engine.
+macro_rules! both_engines {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    let db = super::TestDb::sqlite();
+                    super::$test(&db).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    if let Some(db) = super::TestDb::postgres().await {
+                        super::$test(&db).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+
+both_engines!(
+    migrations_are_idempotent,
+    concurrent_connects_migrate_once,
+    apply_reports_created_configured_unchanged,
+    failing_apply_leaves_nothing,
+    resources_get_list_delete,
+    vault_put_get_list,
+    tokens_put_get,
+    sessions_insert_get_and_filters,
+    insert_session_with_failing_audit_is_atomic,
+    transition_is_compare_and_set,
+    update_session_never_touches_closed_sessions,
+    audit_append_list_head_and_verify,
+    concurrent_appends_form_one_gap_free_chain,
+    two_handles_extend_one_chain,
+    concurrent_transitions_from_one_state_have_one_winner,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+fn user(name: &str, groups: &[&str]) -> Resource {
+    Resource::User(User {
+        name: name.to_owned(),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        ssh_keys: Vec::new(),
+        mfa: None,
+        max_sessions_per_user: None,
+        role: None,
+    })
+}
+
+fn target(name: &str, address: &str) -> Resource {
+    Resource::Target(Target {
+        name: name.to_owned(),
+        address: address.to_owned(),
+        protocol: wg_domain::resources::Protocol::Ssh,
+        tags: [("env".to_owned(), "prod".to_owned())]
+            .into_iter()
+            .collect(),
+        accounts: Vec::new(),
+        host_key: None,
+        max_sessions_per_target: Some(3),
+    })
+}
+
+fn session(created_ms: i64, actor: &str, target: &str) -> SessionRecord {
+    SessionRecord {
+        id: SessionId::generate().unwrap(),
+        state: SessionState::Requested,
+        actor: actor.to_owned(),
+        actor_groups: vec!["ops".to_owned(), "dba".to_owned()],
+        target: target.to_owned(),
+        target_address: "10.0.0.1:22".to_owned(),
+        protocol: "ssh".to_owned(),
+        account: None,
+        vault_path: None,
+        policy: None,
+        mfa: Some("totp".to_owned()),
+        gateway: "gw-1".to_owned(),
+        gateway_address: Some("10.0.0.9:7443".to_owned()),
+        client_ip: Some("192.0.2.7".to_owned()),
+        client_geo: None,
+        client_software: Some("SSH-2.0-OpenSSH_9.6".to_owned()),
+        pty_term: None,
+        pty_cols: None,
+        pty_rows: None,
+        recording_mode: "full".to_owned(),
+        recording_chunks: 0,
+        recording_bytes: 0,
+        recording_status: "none".to_owned(),
+        recording_sha256: None,
+        created_ms,
+        opened_ms: None,
+        last_input_ms: created_ms,
+        ended_ms: None,
+        end_reason: None,
+        end_detail: None,
+        exit_status: None,
+    }
+}
+
+async fn all_audit(store: &Store) -> Vec<wg_domain::audit::AuditEvent> {
+    store.list_audit(&AuditFilter::default()).await.unwrap()
+}
+
+/// Verifies the whole chain against the head; returns the number of events.
+async fn verify_chain(store: &Store) -> i64 {
+    let events = all_audit(store).await;
+    let (head_seq, head_hash) = store.audit_head().await.unwrap();
+    let mut v = ChainVerifier::default();
+    for e in &events {
+        v.push(e).unwrap();
+    }
+    v.finish(head_seq, &head_hash).unwrap()
+}
+
+async fn raw(url: &str) -> AnyConnection {
+    install_drivers();
+    let url = if url.starts_with("sqlite:") {
+        format!("{url}?mode=rw")
+    } else {
+        url.to_owned()
+    };
+    AnyConnection::connect(&url).await.unwrap()
+}
+
+async fn exec(conn: &mut AnyConnection, sql: &str) {
+    sqlx::Executor::execute(&mut *conn, sql).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+async fn migrations_are_idempotent(db: &TestDb) {
+    let first = db.store().await;
+    assert_eq!(first.audit_head().await.unwrap(), (0, GENESIS.to_owned()));
+    first
+        .apply_resources(&[user("alice@corp", &["ops"])], "admin@local")
+        .await
+        .unwrap();
+    let engine = first.engine();
+    assert!(engine == "sqlite" || engine == "postgres");
+    assert_eq!(db.url.starts_with("sqlite:"), engine == "sqlite");
+    first.close().await;
+
+    let second = db.store().await;
+    assert!(
+        second
+            .get_resource(Kind::User, "alice@corp")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(verify_chain(&second).await, 1);
+
+    let mut conn = raw(&db.url).await;
+    let rows =
+        sqlx::query("SELECT version, name, applied_ms FROM schema_migrations ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<i64, _>("version"), 1);
+    assert_eq!(rows[0].get::<String, _>("name"), "initial");
+    assert!(rows[0].get::<i64, _>("applied_ms") > 0);
+    if engine == "sqlite" {
+        let mode: String = sqlx::query("PRAGMA journal_mode")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(mode.to_ascii_lowercase(), "wal");
+    }
+    conn.close().await.unwrap();
+}
+
+async fn concurrent_connects_migrate_once(db: &TestDb) {
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { Store::connect(&url).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for t in tasks {
+        stores.push(t.await.unwrap().unwrap());
+    }
+    let mut conn = raw(&db.url).await;
+    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM schema_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(n, 1);
+    conn.close().await.unwrap();
+    for s in &stores {
+        assert_eq!(s.audit_head().await.unwrap(), (0, GENESIS.to_owned()));
+    }
+}
+
+async fn apply_reports_created_configured_unchanged(db: &TestDb) {
+    let store = db.store().await;
+    let actions = |applied: Vec<wg_domain::api::AppliedResource>| {
+        applied
+            .into_iter()
+            .map(|a| format!("{} {} {}", a.kind, a.name, a.action))
+            .collect::<Vec<_>>()
+    };
+
+    let first = store
+        .apply_resources(
+            &[
+                user("alice@corp", &["ops"]),
+                target("web-01", "10.0.0.1:22"),
+            ],
+            "admin@local",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        actions(first),
+        vec!["user alice@corp created", "target web-01 created"]
+    );
+
+    let second = store
+        .apply_resources(
+            &[
+                user("alice@corp", &["ops", "dba"]),
+                target("web-01", "10.0.0.1:22"),
+                Resource::Limits(Limits {
+                    name: "default".to_owned(),
+                    max_sessions_per_user: Some(2),
+                    max_sessions_per_target: None,
+                }),
+            ],
+            "bob@corp",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        actions(second),
+        vec![
+            "user alice@corp configured",
+            "target web-01 unchanged",
+            "limits default created"
+        ]
+    );
+    assert_eq!(
+        store.get_resource(Kind::User, "alice@corp").await.unwrap(),
+        Some(user("alice@corp", &["ops", "dba"]))
+    );
+
+    let events = store
+        .list_audit(&AuditFilter {
+            kind: Some(kinds::POLICY_APPLIED.to_owned()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].actor.as_deref(), Some("bob@corp"));
+    let details: serde_json::Value = serde_json::from_str(&events[1].details_json).unwrap();
+    assert_eq!(
+        details,
+        serde_json::json!({"resources": [
+            {"kind": "user", "name": "alice@corp", "action": "configured"},
+            {"kind": "target", "name": "web-01", "action": "unchanged"},
+            {"kind": "limits", "name": "default", "action": "created"},
+        ]})
+    );
+    assert_eq!(verify_chain(&store).await, 2);
+}
+
+/// Makes inserts and updates of resources named `boom` fail inside the database.
+async fn install_failing_trigger(db: &TestDb) {
+    let mut conn = raw(&db.url).await;
+    if db.url.starts_with("sqlite:") {
+        for event in ["INSERT", "UPDATE"] {
+            exec(
+                &mut conn,
+                &format!(
+                    "CREATE TRIGGER boom_{event} BEFORE {event} ON resources WHEN NEW.name = 'boom' \
+                     BEGIN SELECT RAISE(ABORT, 'boom refused'); END"
+                ),
+            )
+            .await;
+        }
+    } else {
+        exec(
+            &mut conn,
+            "CREATE FUNCTION boom() RETURNS trigger AS $$ BEGIN \
+             IF NEW.name = 'boom' THEN RAISE EXCEPTION 'boom refused'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+        )
+        .await;
+        exec(
+            &mut conn,
+            "CREATE TRIGGER boom BEFORE INSERT OR UPDATE ON resources FOR EACH ROW EXECUTE FUNCTION boom()",
+        )
+        .await;
+    }
+    conn.close().await.unwrap();
+}
+
+async fn failing_apply_leaves_nothing(db: &TestDb) {
+    let store = db.store().await;
+    store
+        .apply_resources(&[user("alice@corp", &["ops"])], "admin@local")
+        .await
+        .unwrap();
+    install_failing_trigger(db).await;
+    let head_before = store.audit_head().await.unwrap();
+
+    // A change, a creation, then a row the database refuses: none of it may stay.
+    let err = store
+        .apply_resources(
+            &[
+                user("alice@corp", &["ops", "dba"]),
+                target("web-01", "10.0.0.1:22"),
+                user("boom", &[]),
+            ],
+            "admin@local",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Database(_)), "{err}");
+    assert!(err.to_string().contains("boom refused"), "{err}");
+
+    assert_eq!(
+        store.get_resource(Kind::User, "alice@corp").await.unwrap(),
+        Some(user("alice@corp", &["ops"]))
+    );
+    assert_eq!(
+        store.get_resource(Kind::Target, "web-01").await.unwrap(),
+        None
+    );
+    assert_eq!(store.audit_head().await.unwrap(), head_before);
+    assert_eq!(all_audit(&store).await.len(), 1);
+
+    // The store is usable afterwards and the chain continues without a gap.
+    store
+        .apply_resources(&[target("web-01", "10.0.0.1:22")], "admin@local")
+        .await
+        .unwrap();
+    assert_eq!(verify_chain(&store).await, 2);
+}
+
+async fn resources_get_list_delete(db: &TestDb) {
+    let store = db.store().await;
+    store
+        .apply_resources(
+            &[
+                user("zed@corp", &[]),
+                user("Alice@corp", &[]),
+                user("bob@corp", &[]),
+                target("web-01", "10.0.0.1:22"),
+            ],
+            "admin@local",
+        )
+        .await
+        .unwrap();
+    let names = |rs: Vec<Resource>| rs.iter().map(|r| r.name().to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.list_resources(Kind::User).await.unwrap()),
+        vec!["Alice@corp", "bob@corp", "zed@corp"]
+    );
+    assert_eq!(
+        names(store.list_resources(Kind::Target).await.unwrap()),
+        vec!["web-01"]
+    );
+    assert!(store.list_resources(Kind::Policy).await.unwrap().is_empty());
+    assert_eq!(
+        store.get_resource(Kind::Target, "web-01").await.unwrap(),
+        Some(target("web-01", "10.0.0.1:22"))
+    );
+    // Kind is part of the key.
+    assert_eq!(
+        store
+            .get_resource(Kind::ServicePrincipal, "bob@corp")
+            .await
+            .unwrap(),
+        None
+    );
+
+    assert!(
+        store
+            .delete_resource(Kind::User, "bob@corp", "admin@local")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_resource(Kind::User, "bob@corp", "admin@local")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_resource(Kind::User, "bob@corp").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        names(store.list_resources(Kind::User).await.unwrap()),
+        vec!["Alice@corp", "zed@corp"]
+    );
+
+    let deleted = store
+        .list_audit(&AuditFilter {
+            kind: Some(kinds::RESOURCE_DELETED.to_owned()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted.len(),
+        1,
+        "a delete of a missing resource appends nothing"
+    );
+    assert_eq!(deleted[0].actor.as_deref(), Some("admin@local"));
+    let details: serde_json::Value = serde_json::from_str(&deleted[0].details_json).unwrap();
+    assert_eq!(
+        details,
+        serde_json::json!({"resources": [{"kind": "user", "name": "bob@corp"}]})
+    );
+    assert_eq!(verify_chain(&store).await, 2);
+}
+
+async fn vault_put_get_list(db: &TestDb) {
+    let store = db.store().await;
+    let secret = |path: &str, kind: &str, byte: u8, t: i64| SealedSecret {
+        path: path.to_owned(),
+        kind: kind.to_owned(),
+        nonce: vec![byte; 12],
+        ciphertext: vec![byte, 0, 255, 1, 2, 3],
+        updated_ms: t,
+    };
+    assert_eq!(store.get_secret("vault/ssh/deploy").await.unwrap(), None);
+    assert!(store.list_secrets().await.unwrap().is_empty());
+
+    store
+        .put_secret(
+            &secret("vault/ssh/deploy", "private_key", 1, 10),
+            "admin@local",
+        )
+        .await
+        .unwrap();
+    store
+        .put_secret(&secret("vault/pg/app", "password", 2, 20), "admin@local")
+        .await
+        .unwrap();
+    store
+        .put_secret(&secret("vault/ssh/deploy", "password", 3, 30), "ops@corp")
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.get_secret("vault/ssh/deploy").await.unwrap(),
+        Some(secret("vault/ssh/deploy", "password", 3, 30))
+    );
+    assert_eq!(
+        store.list_secrets().await.unwrap(),
+        vec![
+            secret("vault/pg/app", "password", 2, 20),
+            secret("vault/ssh/deploy", "password", 3, 30)
+        ]
+    );
+
+    let events = all_audit(&store).await;
+    assert_eq!(events.len(), 3);
+    assert!(events.iter().all(|e| e.kind == kinds::VAULT_WRITTEN));
+    assert_eq!(events[2].actor.as_deref(), Some("ops@corp"));
+    let details: serde_json::Value = serde_json::from_str(&events[2].details_json).unwrap();
+    assert_eq!(
+        details,
+        serde_json::json!({"path": "vault/ssh/deploy", "kind": "password"})
+    );
+    assert_eq!(verify_chain(&store).await, 3);
+}
+
+async fn tokens_put_get(db: &TestDb) {
+    let store = db.store().await;
+    let token = TokenRecord {
+        token_sha256: "ab".repeat(32),
+        principal: "admin@local".to_owned(),
+        created_ms: 1_000,
+    };
+    assert_eq!(store.get_token(&token.token_sha256).await.unwrap(), None);
+    store.put_token(&token).await.unwrap();
+    assert_eq!(
+        store.get_token(&token.token_sha256).await.unwrap(),
+        Some(token.clone())
+    );
+    assert_eq!(store.get_token(&"cd".repeat(32)).await.unwrap(), None);
+    let replaced = TokenRecord {
+        principal: "ops@corp".to_owned(),
+        created_ms: 2_000,
+        ..token.clone()
+    };
+    store.put_token(&replaced).await.unwrap();
+    assert_eq!(
+        store.get_token(&token.token_sha256).await.unwrap(),
+        Some(replaced)
+    );
+}
+
+async fn sessions_insert_get_and_filters(db: &TestDb) {
+    let store = db.store().await;
+    let mut full = session(1_000, "alice@corp", "web-01");
+    full.account = Some("deploy".to_owned());
+    full.vault_path = Some("vault/ssh/deploy".to_owned());
+    full.policy = Some("prod-ssh".to_owned());
+    full.client_geo = Some("Berlin, DE".to_owned());
+    full.pty_term = Some("xterm-256color".to_owned());
+    full.pty_cols = Some(u32::MAX);
+    full.pty_rows = Some(50);
+    full.recording_chunks = 7;
+    full.recording_bytes = u64::from(u32::MAX) * 4;
+    full.recording_sha256 = Some("ef".repeat(32));
+    full.opened_ms = Some(1_100);
+    full.exit_status = Some(-1);
+    full.state = SessionState::Active;
+    let event = NewAuditEvent::new(kinds::SESSION_REQUESTED)
+        .actor("alice@corp")
+        .session(full.id)
+        .details(serde_json::json!({"target": "web-01"}));
+    store.insert_session(&full, Some(&event)).await.unwrap();
+    assert_eq!(
+        store.get_session(full.id).await.unwrap(),
+        Some(full.clone())
+    );
+    assert_eq!(
+        store
+            .get_session(SessionId::generate().unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    let events = all_audit(&store).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].session.as_deref(),
+        Some(full.id.to_string().as_str())
+    );
+
+    let mut b = session(2_000, "bob@corp", "db-01");
+    b.protocol = "pg".to_owned();
+    b.gateway = "gw-2".to_owned();
+    b.last_input_ms = 500;
+    let mut closed = session(3_000, "alice@corp", "web-01");
+    closed.state = SessionState::Closed;
+    closed.ended_ms = Some(3_500);
+    closed.end_reason = Some(EndReason::Terminated);
+    closed.end_detail = Some("incident 42".to_owned());
+    let c = session(4_000, "alice@corp", "db-01");
+    for r in [&b, &closed, &c] {
+        store.insert_session(r, None).await.unwrap();
+    }
+    assert_eq!(
+        store.get_session(closed.id).await.unwrap(),
+        Some(closed.clone())
+    );
+    assert_eq!(
+        all_audit(&store).await.len(),
+        1,
+        "no event when none is given"
+    );
+
+    // A duplicate ID is refused.
+    assert!(store.insert_session(&c, None).await.is_err());
+
+    let ids = |f: SessionFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .list_sessions(&f)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    // Default: every state but closed, newest first.
+    assert_eq!(
+        ids(SessionFilter::default()).await,
+        vec![c.id, b.id, full.id]
+    );
+    assert_eq!(
+        ids(SessionFilter {
+            states: vec![SessionState::Closed],
+            ..SessionFilter::default()
+        })
+        .await,
+        vec![closed.id]
+    );
+    assert_eq!(
+        ids(SessionFilter {
+            states: vec![SessionState::Closed, SessionState::Active],
+            ..SessionFilter::default()
+        })
+        .await,
+        vec![closed.id, full.id]
+    );
+    assert_eq!(
+        ids(SessionFilter {
+            actor: Some("alice@corp".to_owned()),
+            ..SessionFilter::default()
+        })
+        .await,
+        vec![c.id, full.id]
+    );
+    assert_eq!(
+        ids(SessionFilter {
+            target: Some("db-01".to_owned()),
+            ..SessionFilter::default()
+        })
+        .await,
+        vec![c.id, b.id]
+    );
+    assert_eq!(
+        ids(SessionFilter {
+            protocol: Some("pg".to_owned()),
+            ..SessionFilter::default()
+        })
+        .await,
+        vec![b.id]
+    );
+    assert_eq!(
+        ids(SessionFilter {
+            gateway: Some("gw-1".to_owned()),
+            ..SessionFilter::default()
+        })
+        .await,
+        vec![c.id, full.id]
+    );
+    assert_eq!(
+        ids(SessionFilter {
+            last_input_before_ms: Some(1_000),
+            ..SessionFilter::default()
+        })
+        .await,
+        vec![b.id]
+    );
+    assert_eq!(
+        ids(SessionFilter {
+            last_input_before_ms: Some(1_001),
+            ..SessionFilter::default()
+        })
+        .await,
+        vec![b.id, full.id]
+    );
+    assert_eq!(
+        ids(SessionFilter {
+            limit: Some(2),
+            ..SessionFilter::default()
+        })
+        .await,
+        vec![c.id, b.id]
+    );
+    assert_eq!(
+        ids(SessionFilter {
+            actor: Some("alice@corp".to_owned()),
+            target: Some("db-01".to_owned()),
+            states: vec![SessionState::Requested],
+            ..SessionFilter::default()
+        })
+        .await,
+        vec![c.id]
+    );
+    assert!(
+        ids(SessionFilter {
+            actor: Some("nobody".to_owned()),
+            ..SessionFilter::default()
+        })
+        .await
+        .is_empty()
+    );
+}
+
+async fn insert_session_with_failing_audit_is_atomic(db: &TestDb) {
+    let store = db.store().await;
+    let mut conn = raw(&db.url).await;
+    // Occupy the next chain position so that the audit insert fails after the session insert.
+    exec(
+        &mut conn,
+        "INSERT INTO audit_events (seq, time_ms, kind, details_json, prev, hash) VALUES (1, 0, 'x', '{}', 'p', 'h')",
+    )
+    .await;
+    let s = session(1_000, "alice@corp", "web-01");
+    let event = NewAuditEvent::new(kinds::SESSION_REQUESTED).session(s.id);
+    assert!(store.insert_session(&s, Some(&event)).await.is_err());
+    assert_eq!(store.get_session(s.id).await.unwrap(), None);
+    assert_eq!(store.audit_head().await.unwrap(), (0, GENESIS.to_owned()));
+
+    // Same for a transition with audit events.
+    exec(&mut conn, "DELETE FROM audit_events").await;
+    store.insert_session(&s, None).await.unwrap();
+    exec(
+        &mut conn,
+        "INSERT INTO audit_events (seq, time_ms, kind, details_json, prev, hash) VALUES (2, 0, 'x', '{}', 'p', 'h')",
+    )
+    .await;
+    let events = [
+        NewAuditEvent::new(kinds::SESSION_APPROVED).session(s.id),
+        NewAuditEvent::new(kinds::SESSION_CLOSED).session(s.id),
+    ];
+    let patch = SessionPatch {
+        policy: Some("p".to_owned()),
+        ..SessionPatch::default()
+    };
+    assert!(
+        store
+            .transition_session(
+                s.id,
+                SessionState::Requested,
+                SessionState::Approved,
+                &patch,
+                &events
+            )
+            .await
+            .is_err()
+    );
+    assert_eq!(store.get_session(s.id).await.unwrap(), Some(s.clone()));
+    assert_eq!(store.audit_head().await.unwrap(), (0, GENESIS.to_owned()));
+    exec(&mut conn, "DELETE FROM audit_events").await;
+    conn.close().await.unwrap();
+
+    assert!(
+        store
+            .transition_session(
+                s.id,
+                SessionState::Requested,
+                SessionState::Approved,
+                &patch,
+                &events
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(verify_chain(&store).await, 2);
+}
+
+async fn transition_is_compare_and_set(db: &TestDb) {
+    let store = db.store().await;
+    let s = session(1_000, "alice@corp", "web-01");
+    store.insert_session(&s, None).await.unwrap();
+
+    // Wrong `from`: nothing changes, nothing is appended.
+    let approve = [NewAuditEvent::new(kinds::SESSION_APPROVED).session(s.id)];
+    let changed = store
+        .transition_session(
+            s.id,
+            SessionState::Approved,
+            SessionState::Opened,
+            &SessionPatch {
+                account: Some("deploy".to_owned()),
+                ..SessionPatch::default()
+            },
+            &approve,
+        )
+        .await
+        .unwrap();
+    assert!(!changed);
+    assert_eq!(store.get_session(s.id).await.unwrap(), Some(s.clone()));
+    assert!(all_audit(&store).await.is_empty());
+
+    // Illegal edge: an error, before the database is touched.
+    let err = store
+        .transition_session(
+            s.id,
+            SessionState::Requested,
+            SessionState::Active,
+            &SessionPatch::default(),
+            &approve,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::IllegalTransition(_)), "{err}");
+    let err = store
+        .transition_session(
+            s.id,
+            SessionState::Closed,
+            SessionState::Requested,
+            &SessionPatch::default(),
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::IllegalTransition(_)), "{err}");
+    assert_eq!(store.get_session(s.id).await.unwrap(), Some(s.clone()));
+
+    // Unknown session.
+    assert!(
+        !store
+            .transition_session(
+                SessionId::generate().unwrap(),
+                SessionState::Requested,
+                SessionState::Approved,
+                &SessionPatch::default(),
+                &approve
+            )
+            .await
+            .unwrap()
+    );
+    assert!(all_audit(&store).await.is_empty());
+
+    // The right `from`: state, patch and events together, events in order.
+    let patch = SessionPatch {
+        account: Some("deploy".to_owned()),
+        vault_path: Some("vault/ssh/deploy".to_owned()),
+        policy: Some("prod-ssh".to_owned()),
+        ..SessionPatch::default()
+    };
+    let events = [
+        NewAuditEvent::new(kinds::SESSION_APPROVED)
+            .session(s.id)
+            .details(serde_json::json!({"n": 1})),
+        NewAuditEvent::new(kinds::RECORDING_ACCESSED)
+            .session(s.id)
+            .details(serde_json::json!({"n": 2})),
+    ];
+    assert!(
+        store
+            .transition_session(
+                s.id,
+                SessionState::Requested,
+                SessionState::Approved,
+                &patch,
+                &events
+            )
+            .await
+            .unwrap()
+    );
+    let got = store.get_session(s.id).await.unwrap().unwrap();
+    let expected = SessionRecord {
+        state: SessionState::Approved,
+        account: Some("deploy".to_owned()),
+        vault_path: Some("vault/ssh/deploy".to_owned()),
+        policy: Some("prod-ssh".to_owned()),
+        ..s.clone()
+    };
+    assert_eq!(got, expected);
+    let stored = all_audit(&store).await;
+    assert_eq!(
+        stored.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        vec![kinds::SESSION_APPROVED, kinds::RECORDING_ACCESSED]
+    );
+    assert_eq!(stored[0].details_json, r#"{"n":1}"#);
+
+    // Repeating the same transition now fails the compare.
+    assert!(
+        !store
+            .transition_session(
+                s.id,
+                SessionState::Requested,
+                SessionState::Approved,
+                &patch,
+                &events
+            )
+            .await
+            .unwrap()
+    );
+
+    // Walk to closed with a full patch.
+    for (from, to) in [
+        (SessionState::Approved, SessionState::Opened),
+        (SessionState::Opened, SessionState::Active),
+        (SessionState::Active, SessionState::Idle),
+        (SessionState::Idle, SessionState::Active),
+        (SessionState::Active, SessionState::Closing),
+    ] {
+        assert!(
+            store
+                .transition_session(s.id, from, to, &SessionPatch::default(), &[])
+                .await
+                .unwrap()
+        );
+    }
+    let close = SessionPatch {
+        recording_mode: Some("metadata".to_owned()),
+        pty_term: Some("vt100".to_owned()),
+        pty_cols: Some(132),
+        pty_rows: Some(43),
+        recording_chunks: Some(3),
+        recording_bytes: Some(4096),
+        recording_status: Some("sealed".to_owned()),
+        recording_sha256: Some("aa".repeat(32)),
+        opened_ms: Some(1_200),
+        last_input_ms: Some(1_900),
+        ended_ms: Some(2_000),
+        end_reason: Some(EndReason::IdleTimeout),
+        end_detail: Some("idle 15m".to_owned()),
+        exit_status: Some(130),
+        ..SessionPatch::default()
+    };
+    assert!(
+        store
+            .transition_session(
+                s.id,
+                SessionState::Closing,
+                SessionState::Closed,
+                &close,
+                &[NewAuditEvent::new(kinds::SESSION_CLOSED).session(s.id)]
+            )
+            .await
+            .unwrap()
+    );
+    let got = store.get_session(s.id).await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        SessionRecord {
+            state: SessionState::Closed,
+            recording_mode: "metadata".to_owned(),
+            pty_term: Some("vt100".to_owned()),
+            pty_cols: Some(132),
+            pty_rows: Some(43),
+            recording_chunks: 3,
+            recording_bytes: 4096,
+            recording_status: "sealed".to_owned(),
+            recording_sha256: Some("aa".repeat(32)),
+            opened_ms: Some(1_200),
+            last_input_ms: 1_900,
+            ended_ms: Some(2_000),
+            end_reason: Some(EndReason::IdleTimeout),
+            end_detail: Some("idle 15m".to_owned()),
+            exit_status: Some(130),
+            ..expected
+        }
+    );
+    assert_eq!(verify_chain(&store).await, 3);
+}
+
+async fn update_session_never_touches_closed_sessions(db: &TestDb) {
+    let store = db.store().await;
+    let live = session(1_000, "alice@corp", "web-01");
+    let mut closed = session(2_000, "alice@corp", "web-01");
+    closed.state = SessionState::Closed;
+    store.insert_session(&live, None).await.unwrap();
+    store.insert_session(&closed, None).await.unwrap();
+
+    let patch = SessionPatch {
+        last_input_ms: Some(5_000),
+        pty_cols: Some(100),
+        pty_rows: Some(30),
+        recording_chunks: Some(2),
+        recording_bytes: Some(1234),
+        ..SessionPatch::default()
+    };
+    assert!(store.update_session(live.id, &patch).await.unwrap());
+    let got = store.get_session(live.id).await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        SessionRecord {
+            last_input_ms: 5_000,
+            pty_cols: Some(100),
+            pty_rows: Some(30),
+            recording_chunks: 2,
+            recording_bytes: 1234,
+            ..live.clone()
+        }
+    );
+
+    assert!(!store.update_session(closed.id, &patch).await.unwrap());
+    assert_eq!(
+        store.get_session(closed.id).await.unwrap(),
+        Some(closed.clone())
+    );
+    assert!(
+        !store
+            .update_session(SessionId::generate().unwrap(), &patch)
+            .await
+            .unwrap()
+    );
+
+    // An empty patch only reports whether the session is live.
+    assert!(
+        store
+            .update_session(live.id, &SessionPatch::default())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .update_session(closed.id, &SessionPatch::default())
+            .await
+            .unwrap()
+    );
+    assert!(all_audit(&store).await.is_empty());
+}
+
+async fn audit_append_list_head_and_verify(db: &TestDb) {
+    let store = db.store().await;
+    assert_eq!(store.audit_head().await.unwrap(), (0, GENESIS.to_owned()));
+    assert_eq!(verify_chain(&store).await, 0);
+
+    let s1 = SessionId::generate().unwrap();
+    let s2 = SessionId::generate().unwrap();
+    let mut appended = Vec::new();
+    for i in 0..10 {
+        let session = if i % 2 == 0 { s1 } else { s2 };
+        let kind = if i % 3 == 0 {
+            kinds::SESSION_OPENED
+        } else {
+            kinds::SESSION_IDLE_WARNING
+        };
+        let event = NewAuditEvent::new(kind)
+            .actor("gateway:gw-1")
+            .session(session)
+            .reason(format!("r{i}"))
+            // Key order and unicode must survive: the stored text is what was hashed.
+            .details(
+                serde_json::json!({"z": i, "a": "ünïcödé \"quoted\"", "nested": {"k": [1, 2, 3]}}),
+            );
+        let stored = store.append_audit(&event).await.unwrap();
+        assert_eq!(stored.seq, i + 1);
+        assert_eq!(stored.kind, kind);
+        assert_eq!(stored.hash, stored.expected_hash());
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&stored.details_json).unwrap(),
+            event.details
+        );
+        if let Some(prev) = appended.last() {
+            let prev: &wg_domain::audit::AuditEvent = prev;
+            assert_eq!(stored.prev, prev.hash);
+        } else {
+            assert_eq!(stored.prev, GENESIS);
+        }
+        appended.push(stored);
+    }
+    let last = appended.last().unwrap().clone();
+    assert_eq!(store.audit_head().await.unwrap(), (10, last.hash.clone()));
+    assert_eq!(all_audit(&store).await, appended);
+    assert_eq!(verify_chain(&store).await, 10);
+
+    let by_session = store
+        .list_audit(&AuditFilter {
+            session: Some(s1.to_string()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        by_session.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 3, 5, 7, 9]
+    );
+    let by_kind = store
+        .list_audit(&AuditFilter {
+            kind: Some(kinds::SESSION_OPENED.to_owned()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        by_kind.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 4, 7, 10]
+    );
+    let both = store
+        .list_audit(&AuditFilter {
+            session: Some(s2.to_string()),
+            kind: Some(kinds::SESSION_OPENED.to_owned()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(both.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 10]);
+
+    // Paging with after_seq and limit walks the whole chain.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_audit(&AuditFilter {
+                after_seq: after,
+                limit: Some(3),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        after = page.last().map(|e| e.seq);
+        paged.extend(page);
+    }
+    assert_eq!(paged, appended);
+
+    // Tampering with a stored event is detected.
+    let mut conn = raw(&db.url).await;
+    exec(
+        &mut conn,
+        "UPDATE audit_events SET reason = 'edited' WHERE seq = 4",
+    )
+    .await;
+    conn.close().await.unwrap();
+    let mut v = ChainVerifier::default();
+    let err = all_audit(&store)
+        .await
+        .iter()
+        .try_for_each(|e| v.push(e))
+        .unwrap_err();
+    assert_eq!(err, wg_domain::audit::ChainError::Edited { seq: 4 });
+}
+
+async fn concurrent_appends_form_one_gap_free_chain(db: &TestDb) {
+    let store = db.store().await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for j in 0..5 {
+                    let event = NewAuditEvent::new(kinds::GATEWAY_JOINED)
+                        .actor(format!("gateway:gw-{i}"))
+                        .details(serde_json::json!({"task": i, "n": j}));
+                    seqs.push(store.append_audit(&event).await.unwrap().seq);
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut seqs = HashSet::new();
+    for t in tasks {
+        for seq in t.await.unwrap() {
+            assert!(seqs.insert(seq), "seq {seq} handed out twice");
+        }
+    }
+    assert_eq!(seqs, (1..=100).collect::<HashSet<i64>>());
+    assert_eq!(verify_chain(&store).await, 100);
+}
+
+async fn two_handles_extend_one_chain(db: &TestDb) {
+    // Two handles stand for two replicas: the chain is serialised in the database.
+    let a = db.store().await;
+    let b = db.store().await;
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                for _ in 0..4 {
+                    store
+                        .append_audit(
+                            &NewAuditEvent::new(kinds::GATEWAY_LOST).actor(format!("r{i}")),
+                        )
+                        .await
+                        .unwrap();
+                }
+                store
+                    .apply_resources(
+                        &[user(&format!("u{i}@corp"), &[]), user("shared@corp", &[])],
+                        "admin@local",
+                    )
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(verify_chain(&a).await, 50);
+    assert_eq!(verify_chain(&b).await, 50);
+    assert_eq!(a.list_resources(Kind::User).await.unwrap().len(), 11);
+}
+
+async fn concurrent_transitions_from_one_state_have_one_winner(db: &TestDb) {
+    let store = db.store().await;
+    for round in 0..3 {
+        let s = session(1_000 + round, "alice@corp", "web-01");
+        store.insert_session(&s, None).await.unwrap();
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let patch = SessionPatch {
+                        policy: Some(format!("p{i}")),
+                        ..SessionPatch::default()
+                    };
+                    let won = store
+                        .transition_session(
+                            s.id,
+                            SessionState::Requested,
+                            SessionState::Approved,
+                            &patch,
+                            &[NewAuditEvent::new(kinds::SESSION_APPROVED)
+                                .session(s.id)
+                                .reason(format!("p{i}"))],
+                        )
+                        .await
+                        .unwrap();
+                    (i, won)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            let (i, won) = t.await.unwrap();
+            if won {
+                winners.push(i);
+            }
+        }
+        assert_eq!(winners.len(), 1, "winners: {winners:?}");
+        let got = store.get_session(s.id).await.unwrap().unwrap();
+        assert_eq!(got.state, SessionState::Approved);
+        assert_eq!(got.policy, Some(format!("p{}", winners[0])));
+        let events = store
+            .list_audit(&AuditFilter {
+                session: Some(s.id.to_string()),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, Some(format!("p{}", winners[0])));
+    }
+    assert_eq!(verify_chain(&store).await, 3);
+}
+
+#[test]
+fn database_names_are_replaced_in_urls() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h/test?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(
+        with_database("postgres://h:5432", "x"),
+        "postgres://h:5432/x"
+    );
+}
+
+/// Every future of the public API is `Send`, so that callers can spawn them and use them in
+/// axum handlers (compile-time check; never run).
+#[allow(dead_code)]
+fn public_futures_are_send(store: &Store, id: SessionId, r: &SessionRecord, e: &NewAuditEvent) {
+    fn send<T: Send>(_: T) {}
+    let patch = SessionPatch::default();
+    send(Store::connect("sqlite://x"));
+    send(store.close());
+    send(store.apply_resources(&[], "a"));
+    send(store.get_resource(Kind::User, "a"));
+    send(store.list_resources(Kind::User));
+    send(store.delete_resource(Kind::User, "a", "a"));
+    send(store.put_secret(
+        &SealedSecret {
+            path: String::new(),
+            kind: String::new(),
+            nonce: Vec::new(),
+            ciphertext: Vec::new(),
+            updated_ms: 0,
+        },
+        "a",
+    ));
+    send(store.get_secret("a"));
+    send(store.list_secrets());
+    send(store.put_token(&TokenRecord {
+        token_sha256: String::new(),
+        principal: String::new(),
+        created_ms: 0,
+    }));
+    send(store.get_token("a"));
+    send(store.insert_session(r, Some(e)));
+    send(store.get_session(id));
+    send(store.list_sessions(&SessionFilter::default()));
+    send(store.transition_session(
+        id,
+        SessionState::Requested,
+        SessionState::Approved,
+        &patch,
+        &[],
+    ));
+    send(store.update_session(id, &patch));
+    send(store.append_audit(e));
+    send(store.list_audit(&AuditFilter::default()));
+    send(store.audit_head());
+}
