@@ -4,8 +4,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -240,10 +240,10 @@ fn prepare_dir(dir: &Path, session: &str) -> Result<(), RecordingError> {
 /// What to do after writing a batch's data, besides the optional chunk close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Finish {
-    /// Close the last chunk and write the sealed manifest.
+    /// Close the last chunk, sync every closed chunk and write the sealed manifest.
     Seal,
-    /// All recorder handles were dropped without sealing: close the last chunk and leave the
-    /// manifest in status `recording` for [`crate::seal_partial`].
+    /// All recorder handles were dropped without sealing: close the last chunk, sync every
+    /// closed chunk and leave the manifest in status `recording` for [`crate::seal_partial`].
     Abandon,
 }
 
@@ -255,6 +255,87 @@ pub(crate) struct Batch {
     pub(crate) finish: Option<Finish>,
 }
 
+/// Chunks that are closed (hashed, no longer written) but not yet fsynced and listed in the
+/// manifest.
+///
+/// Closing a chunk is split in two so the fsync does not stall the write pipeline: the disk
+/// side hashes the chunk and queues its file here ([`Closing::push`]), then goes on writing the
+/// next chunk; a background job ([`Closing::sync_queued`], one at a time) fsyncs every queued
+/// file and then rewrites the manifest listing them. Under load one manifest write covers
+/// several chunks. A chunk is therefore only ever listed in the manifest after its fsync.
+#[derive(Debug)]
+pub(crate) struct Closing {
+    dir: PathBuf,
+    session: String,
+    queue: Mutex<CloseQueue>,
+    /// Held for a whole sync + manifest write, so those never interleave (lock order:
+    /// `Disk` → `sync` → `queue`). `true` once the manifest is sealed: nothing rewrites it.
+    sync: Mutex<bool>,
+}
+
+#[derive(Debug, Default)]
+struct CloseQueue {
+    /// Closed chunk files not yet fsynced.
+    unsynced: Vec<(File, PathBuf)>,
+    /// Every closed chunk, in order.
+    entries: Vec<ChunkEntry>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Closing {
+    /// Number of closed chunks waiting for their fsync.
+    pub(crate) fn unsynced(&self) -> usize {
+        lock(&self.queue).unsynced.len()
+    }
+
+    fn push(&self, file: File, path: PathBuf, entry: ChunkEntry) {
+        let mut q = lock(&self.queue);
+        q.unsynced.push((file, path));
+        q.entries.push(entry);
+    }
+
+    /// Fsyncs every queued file; returns all closed entries (now all synced). Call with `sync`
+    /// held.
+    fn sync_taken(&self) -> Result<Vec<ChunkEntry>, RecordingError> {
+        let (files, entries) = {
+            let mut q = lock(&self.queue);
+            (std::mem::take(&mut q.unsynced), q.entries.clone())
+        };
+        for (file, path) in &files {
+            file.sync_data().map_err(|e| RecordingError::io(path, e))?;
+        }
+        Ok(entries)
+    }
+
+    /// Fsyncs the queued chunk files, then lists them in the manifest (status `recording`).
+    /// Blocking; run on the blocking pool.
+    pub(crate) fn sync_queued(&self) -> Result<(), RecordingError> {
+        let sealed = lock(&self.sync);
+        if *sealed || self.unsynced() == 0 {
+            return Ok(());
+        }
+        let entries = self.sync_taken()?;
+        let n = entries.len();
+        write_manifest(&self.dir, &Manifest::recording(&self.session, entries))?;
+        tracing::debug!(session = %self.session, chunks = n, "recording chunks synced");
+        Ok(())
+    }
+
+    /// Fsyncs the queued chunk files and writes `SHA256SUMS` and the sealed manifest.
+    fn seal(&self, sha256: String) -> Result<Vec<ChunkEntry>, RecordingError> {
+        let mut sealed = lock(&self.sync);
+        let entries = self.sync_taken()?;
+        let manifest = Manifest::sealed(&self.session, entries, SealStatus::Sealed, sha256);
+        write_sums(&self.dir, &manifest.chunks)?;
+        write_manifest(&self.dir, &manifest)?;
+        *sealed = true;
+        Ok(manifest.chunks)
+    }
+}
+
 #[derive(Debug)]
 struct OpenChunk {
     index: u32,
@@ -264,19 +345,21 @@ struct OpenChunk {
     hasher: Sha256,
 }
 
-/// The blocking half of a recorder: owns the files and hashes. Only ever used from blocking
-/// threads (or during teardown), behind a mutex that is never contended in steady state.
+/// The blocking half of a recorder: owns the open chunk file and the hashes. Only ever used
+/// from blocking threads (or during teardown), behind a mutex that is never contended in
+/// steady state.
 #[derive(Debug)]
 pub(crate) struct Disk {
     dir: PathBuf,
     session: String,
     current: Option<OpenChunk>,
-    chunks: Vec<ChunkEntry>,
+    next_index: u32,
     stream: Sha256,
     total: u64,
     /// The batch handed over by the async side and not yet applied. Kept here (rather than
     /// moved into the blocking closure) so teardown can apply it if the closure never runs.
     pub(crate) pending: Option<Batch>,
+    closing: Arc<Closing>,
     shared: Arc<Shared>,
     sealed: Option<Seal>,
 }
@@ -292,19 +375,31 @@ impl Disk {
     ) -> Result<Disk, RecordingError> {
         prepare_dir(&dir, &session)?;
         write_manifest(&dir, &Manifest::recording(&session, Vec::new()))?;
+        let closing = Arc::new(Closing {
+            dir: dir.clone(),
+            session: session.clone(),
+            queue: Mutex::default(),
+            sync: Mutex::default(),
+        });
         let mut disk = Disk {
             dir,
             session,
             current: None,
-            chunks: Vec::new(),
+            next_index: 1,
             stream: Sha256::new(),
             total: 0,
             pending: None,
+            closing,
             shared,
             sealed: None,
         };
         disk.write(&header)?;
         Ok(disk)
+    }
+
+    /// The queue of closed chunks awaiting their fsync.
+    pub(crate) fn closing(&self) -> Arc<Closing> {
+        self.closing.clone()
     }
 
     /// Applies the pending batch, if any. Returns the batch's (cleared) buffer for reuse and,
@@ -325,20 +420,15 @@ impl Disk {
         if !batch.data.is_empty() {
             self.write(&batch.data)?;
         }
+        if batch.close_chunk || batch.finish.is_some() {
+            self.close_chunk();
+        }
         match batch.finish {
             Some(Finish::Seal) => {
-                self.close_chunk(false)?;
                 let sha256 = hex::encode(self.stream.clone().finalize());
-                let manifest = Manifest::sealed(
-                    &self.session,
-                    self.chunks.clone(),
-                    SealStatus::Sealed,
-                    sha256.clone(),
-                );
-                write_sums(&self.dir, &self.chunks)?;
-                write_manifest(&self.dir, &manifest)?;
+                let chunks = self.closing.seal(sha256.clone())?;
                 let seal = Seal {
-                    chunks: u32::try_from(self.chunks.len()).unwrap_or(u32::MAX),
+                    chunks: u32::try_from(chunks.len()).unwrap_or(u32::MAX),
                     bytes: self.total,
                     sha256,
                     status: SealStatus::Sealed,
@@ -351,19 +441,14 @@ impl Disk {
                 Ok(Some(seal))
             }
             Some(Finish::Abandon) => {
-                self.close_chunk(true)?;
+                self.closing.sync_queued()?;
                 tracing::warn!(
-                    session = %self.session, chunks = self.chunks.len(), bytes = self.total,
+                    session = %self.session, chunks = self.next_index - 1, bytes = self.total,
                     "recorder dropped without sealing; recording left in status recording"
                 );
                 Ok(None)
             }
-            None => {
-                if batch.close_chunk {
-                    self.close_chunk(true)?;
-                }
-                Ok(None)
-            }
+            None => Ok(None),
         }
     }
 
@@ -372,12 +457,13 @@ impl Disk {
         let chunk = match &mut self.current {
             Some(c) => c,
             None => {
-                let index = self.chunks.last().map_or(1, |c| c.index + 1);
+                let index = self.next_index;
                 let path = self.dir.join(chunk_file_name(index));
                 let file = create_options()
                     .create_new(true)
                     .open(&path)
                     .map_err(|e| RecordingError::io(&path, e))?;
+                self.next_index += 1;
                 self.shared.chunks.store(index, Ordering::Relaxed);
                 tracing::debug!(session = %self.session, index, "recording chunk opened");
                 self.current.insert(OpenChunk {
@@ -402,16 +488,12 @@ impl Disk {
         Ok(())
     }
 
-    /// Closes the current chunk (fsync, hash, manifest entry); with `write` also rewrites the
-    /// manifest (status `recording`). No-op when no chunk is open.
-    fn close_chunk(&mut self, write: bool) -> Result<(), RecordingError> {
+    /// Closes the current chunk: hashes it and queues it for fsync + manifest entry (see
+    /// [`Closing`]). No-op when no chunk is open.
+    fn close_chunk(&mut self) {
         let Some(chunk) = self.current.take() else {
-            return Ok(());
+            return;
         };
-        chunk
-            .file
-            .sync_data()
-            .map_err(|e| RecordingError::io(&chunk.path, e))?;
         let entry = ChunkEntry {
             index: chunk.index,
             file: chunk_file_name(chunk.index),
@@ -419,14 +501,7 @@ impl Disk {
             sha256: hex::encode(chunk.hasher.finalize()),
         };
         tracing::debug!(session = %self.session, index = entry.index, bytes = entry.bytes, "recording chunk closed");
-        self.chunks.push(entry);
-        if write {
-            write_manifest(
-                &self.dir,
-                &Manifest::recording(&self.session, self.chunks.clone()),
-            )?;
-        }
-        Ok(())
+        self.closing.push(chunk.file, chunk.path, entry);
     }
 }
 

@@ -10,12 +10,15 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::cast::{Utf8Decoder, header_line, write_event};
-use crate::disk::{Batch, Disk, Finish};
+use crate::disk::{Batch, Closing, Disk, Finish};
 use crate::{Frame, Header, Progress, RecorderConfig, RecordingError, Seal, session_dir};
 
 /// Serialised events are handed to the disk once this many bytes are buffered (64 KiB), or on
 /// the flush tick, or when a chunk closes.
 const WRITE_BATCH: usize = 64 * 1024;
+
+/// Closed chunks allowed to wait for their fsync before the writer waits for the disk.
+const MAX_UNSYNCED_CHUNKS: usize = 4;
 
 /// State shared between the handles, the writer task and the disk side.
 #[derive(Debug, Default)]
@@ -57,7 +60,10 @@ enum Msg {
 /// `spawn_blocking`, one call per *batch* (64 KiB of events, a flush tick or a chunk close),
 /// never per frame. The writer keeps two buffers: while one batch is being written and hashed
 /// on the blocking pool, the task keeps draining the queue into the other, so serialisation and
-/// disk I/O overlap and the async worker threads never block on the disk. (`tokio::fs` would
+/// disk I/O overlap and the async worker threads never block on the disk. A closed chunk's
+/// fsync and manifest update run as a separate background job (one at a time, batching
+/// several chunks under load) so they overlap with writing the next chunk; at most a few
+/// closed chunks wait for their fsync before the writer waits too. (`tokio::fs` would
 /// also use `spawn_blocking`, but per operation and with its own extra copy; `block_in_place`
 /// panics on a current-thread runtime.) The writer does not hold a blocking thread while idle,
 /// so thousands of mostly idle sessions cost no threads.
@@ -115,6 +121,8 @@ impl Recorder {
         let (tx, rx) = mpsc::channel(config.queue_frames);
         let writer = Writer {
             rx,
+            closing: disk.closing(),
+            closer: None,
             disk: Arc::new(Mutex::new(disk)),
             inflight: None,
             buf: Vec::with_capacity(WRITE_BATCH + 4096),
@@ -233,6 +241,9 @@ struct Writer {
     disk: Arc<Mutex<Disk>>,
     /// The batch being written on the blocking pool; yields the buffer back for reuse.
     inflight: Option<JoinHandle<BatchOutcome>>,
+    /// Closed chunks awaiting fsync, and the background job syncing them (one at a time).
+    closing: Arc<Closing>,
+    closer: Option<JoinHandle<Result<(), RecordingError>>>,
     /// Serialised events not yet handed to the disk.
     buf: Vec<u8>,
     /// The other buffer, reused for the next batch.
@@ -330,9 +341,14 @@ impl Writer {
             && self.chunk_opened.elapsed() >= self.chunk_interval;
         if expired || !self.buf.is_empty() {
             self.dispatch_or_fail(expired).await;
-        } else if self.inflight.as_ref().is_some_and(JoinHandle::is_finished) {
-            // Reap the last write so a disk error surfaces without waiting for more traffic.
-            if let Err(e) = self.reap().await {
+        } else {
+            // Reap finished jobs so a disk error surfaces without waiting for more traffic,
+            // and sync chunks closed by the last batch.
+            let mut result = Ok(None);
+            if self.inflight.as_ref().is_some_and(JoinHandle::is_finished) {
+                result = self.reap().await;
+            }
+            if let Err(e) = result.and(self.pump_closer().await) {
                 self.fail(&e);
             }
         }
@@ -421,6 +437,9 @@ impl Writer {
         finish: Option<Finish>,
     ) -> Result<Option<Seal>, RecordingError> {
         self.reap().await?;
+        if finish.is_none() {
+            self.pump_closer().await?;
+        }
         let data = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
         let close_chunk = close_chunk || finish.is_some();
         lock(&self.disk).pending = Some(Batch {
@@ -462,6 +481,31 @@ impl Writer {
         }
     }
 
+    /// Starts the background sync of closed chunks if any are queued and no sync is running;
+    /// waits for the running one first when too many are queued (backpressure).
+    async fn pump_closer(&mut self) -> Result<(), RecordingError> {
+        let unsynced = self.closing.unsynced();
+        if let Some(job) = &self.closer
+            && (job.is_finished() || unsynced >= MAX_UNSYNCED_CHUNKS)
+        {
+            self.wait_closer().await?;
+        }
+        if self.closer.is_none() && unsynced > 0 {
+            let closing = self.closing.clone();
+            self.closer = Some(tokio::task::spawn_blocking(move || closing.sync_queued()));
+        }
+        Ok(())
+    }
+
+    async fn wait_closer(&mut self) -> Result<(), RecordingError> {
+        match self.closer.take() {
+            Some(job) => job
+                .await
+                .map_err(|e| RecordingError::WriterFailed(format!("recording sync task: {e}")))?,
+            None => Ok(()),
+        }
+    }
+
     async fn finish(&mut self, kind: Finish) -> Result<Option<Seal>, RecordingError> {
         if self.failed {
             let msg = self.shared.failed.get().cloned().unwrap_or_default();
@@ -469,7 +513,15 @@ impl Writer {
         }
         self.encode_dangling();
         self.finished = true;
-        let result = self.dispatch(true, Some(kind)).await;
+        // Surface earlier write / sync failures before sealing; the final batch itself syncs
+        // every chunk still queued.
+        let mut result = self.reap().await.map(|_| None);
+        if result.is_ok() {
+            result = self.wait_closer().await.map(|()| None);
+        }
+        if result.is_ok() {
+            result = self.dispatch(true, Some(kind)).await;
+        }
         if let Err(e) = &result {
             self.fail(e);
         }

@@ -99,21 +99,48 @@ async fn open_sqlite(url: &str) -> Result<AnyPool> {
     let pool = options.connect(&url).await?;
     let mut conn = pool.acquire().await?;
     if !in_memory {
-        // Switching to WAL needs a lock that busy_timeout cannot wait for; a concurrent
-        // process may hold it, in which case it is switching the (shared) file to WAL too.
-        if let Err(e) = sqlx::Executor::execute(&mut *conn, "PRAGMA journal_mode = WAL").await {
-            let mode: String = sqlx::query("PRAGMA journal_mode")
-                .fetch_one(&mut *conn)
-                .await?
-                .try_get(0)?;
-            if !mode.eq_ignore_ascii_case("wal") {
-                return Err(e.into());
-            }
-        }
+        enable_wal(&mut conn).await?;
     }
     migrate::run(&mut conn, Engine::Sqlite).await?;
     drop(conn);
     Ok(pool)
+}
+
+/// How often [`enable_wal`] waits for another connection before giving up.
+const WAL_ATTEMPTS: u32 = 50;
+
+/// Switches the database file to WAL (a persistent setting of the file).
+///
+/// The switch needs an exclusive lock that SQLite's busy timeout does not wait for, so when
+/// another process holds the database (typically switching it too, or migrating), this waits for
+/// that lock by taking the writer lock with `BEGIN IMMEDIATE` (which does honour the busy
+/// timeout), releases it, and tries again.
+async fn enable_wal(conn: &mut AnyConnection) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let outcome = match sqlx::query("PRAGMA journal_mode = WAL")
+            .fetch_one(&mut *conn)
+            .await
+        {
+            Ok(row) => Ok(row.try_get::<String, _>(0)?),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(mode) if attempt >= WAL_ATTEMPTS => {
+                return Err(StoreError::Database(sqlx::Error::Configuration(
+                    format!("could not switch the SQLite database to WAL: it stays in {mode} mode")
+                        .into(),
+                )));
+            }
+            Err(e) if attempt >= WAL_ATTEMPTS => return Err(e.into()),
+            Ok(_) | Err(_) => {
+                let tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                tx.rollback().await?;
+            }
+        }
+    }
 }
 
 async fn open_postgres(url: &str) -> Result<AnyPool> {

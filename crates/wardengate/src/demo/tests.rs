@@ -687,3 +687,13 @@ async fn shutdown_kills_running_sessions() {
     target.stop().await;
     assert!(process_gone(pid), "process {pid} survived shutdown");
 }
+
+#[tokio::test]
+#[ignore]
+async fn zz_manual_server() {
+    let target = Target::start().await;
+    std::fs::copy(&target.key_path, "/tmp/demo_manual_key").unwrap();
+    std::fs::write("/tmp/demo_manual_port", target.addr.port().to_string()).unwrap();
+    tokio::time::sleep(Duration::from_secs(240)).await;
+    target.stop().await;
+}

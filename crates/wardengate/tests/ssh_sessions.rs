@@ -1,0 +1,289 @@
+//! Operators see, inspect and terminate live sessions; recordings and the audit chain are
+//! evidence. Real OpenSSH client, real sshd target, `wardengate dev`, `wgctl`.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Rig, read, sha256_hex, wait_until};
+
+fn events(rig: &Rig, id: &str) -> Vec<String> {
+    rig.audit(id)
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[test]
+fn list_show_and_terminate_a_running_session() {
+    let rig = Rig::start();
+    let out_file = rig.path("client.out");
+    let err_file = rig.path("client.err");
+    // S4: a loop printing timestamps under a PTY.
+    let mut client = rig
+        .ssh(
+            "alice",
+            "alice@corp:dev1",
+            &["-tt", "while :; do date +%s.%N; sleep 0.2; done # wg-s4-marker"],
+        )
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::fs::File::create(&err_file).unwrap())
+        .spawn()
+        .unwrap();
+    let id = rig.wait_one_session();
+    wait_until("output", Duration::from_secs(10), || read(&out_file).lines().count() > 3);
+
+    let list = rig.wgctl_ok(&["session", "list"]);
+    let mut lines = list.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "SESSION             ACTOR               TARGET               PROTO  GW        AGE"
+    );
+    let row = lines.next().unwrap();
+    assert!(row.starts_with(&format!("{id}   alice@corp          dev1                 ssh    gw-dev-1  00:00:")), "{row}");
+    assert!(rig.wgctl_ok(&["session", "list", "--actor", "bob@corp"]).lines().count() == 1);
+    assert!(rig.wgctl_ok(&["session", "list", "--target", "dev1", "--protocol", "ssh"]).contains(&id));
+
+    let show = rig.wgctl_ok(&["session", "show", &id]);
+    for needle in [
+        format!("session       {id}"),
+        "state         active".into(),
+        "actor         alice@corp (group:dev)".into(),
+        format!("target        dev1 (127.0.0.1:{})", rig.sshd_port),
+        "account       root  (vault/ssh/dev1)".into(),
+        "policy        dev-ssh".into(),
+        "gateway       gw-dev-1 (127.0.0.1)".into(),
+        "recording     full  (chunk 1/".into(),
+    ] {
+        assert!(show.contains(&needle), "missing {needle:?} in\n{show}");
+    }
+    assert!(show.lines().any(|l| l.starts_with("client        127.0.0.1  (-)  OpenSSH_")), "{show}");
+
+    // Without a reason: refused, the session continues.
+    let out = rig.wgctl(&["session", "terminate", &id]);
+    assert_eq!(out.status.code(), Some(2));
+    let http = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args(["-H", &format!("Authorization: Bearer {}", rig.token)])
+        .args(["-H", "Content-Type: application/json", "-d", "{}"])
+        .arg(format!("{}/api/v1/sessions/{id}/terminate", rig.api))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&http.stdout), "400");
+    assert_eq!(rig.session(&id)["state"], "active");
+
+    let t0 = Instant::now();
+    let out = rig.wgctl_ok(&["session", "terminate", &id, "--reason", "policy review - suspected off-hours access"]);
+    let mut lines = out.lines();
+    assert!(lines.next().unwrap().starts_with(&format!("terminated {id} at 20")));
+    let rec_line = lines.next().unwrap();
+    assert!(rec_line.starts_with("recording  sealed (chunks="), "{rec_line}");
+    // The client is cut within 2 s, non-zero, with the reason.
+    let status = loop {
+        if let Some(st) = client.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(2), "client still connected after 2 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(255));
+    assert!(read(&err_file).contains("policy review - suspected off-hours access"), "{}", read(&err_file));
+    // Both legs are gone: no connection to the target, no remote process.
+    wait_until("target leg closed", Duration::from_secs(2), || rig.target_connections() == 0);
+    wait_until("remote loop gone", Duration::from_secs(2), || {
+        !Command::new("pgrep").args(["-f", "wg-s4-marker"]).status().unwrap().success()
+    });
+    assert_eq!(rig.session(&id)["state"], "closed");
+    assert!(!rig.wgctl_ok(&["session", "list"]).contains(&id));
+
+    // Idempotent, and says so.
+    let again = rig.wgctl_ok(&["session", "terminate", &id, "--reason", "again"]);
+    assert!(again.starts_with(&format!("{id} already closed at ")), "{again}");
+
+    // Evidence: order of events, a verifying recording and audit chain.
+    let kinds = events(&rig, &id);
+    let pos = |k: &str| kinds.iter().position(|x| x == k).unwrap_or_else(|| panic!("no {k} in {kinds:?}"));
+    assert!(pos("session.requested") < pos("session.approved"));
+    assert!(pos("session.approved") < pos("session.opened"));
+    assert!(pos("session.terminated") < pos("recording.sealed"));
+    assert!(pos("recording.sealed") < pos("session.closed"));
+    assert!(rig.wgctl_ok(&["recording", "verify", &id]).contains(" OK "));
+    assert!(rig.wgctl_ok(&["audit", "verify"]).starts_with("audit chain OK"));
+}
+
+#[test]
+fn termination_loses_no_output() {
+    let rig = Rig::start();
+    let out_file = rig.path("client.out");
+    let mut client = rig
+        .ssh(
+            "alice",
+            "alice@corp:dev1",
+            &["-tt", "head -c 5000000 /dev/urandom | base64; echo LAST-MARK; sleep 600"],
+        )
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = rig.wait_one_session();
+    wait_until("LAST-MARK", Duration::from_secs(60), || read(&out_file).contains("LAST-MARK"));
+    let out = rig.wgctl_ok(&["session", "terminate", &id, "--reason", "S3"]);
+    let _ = client.wait();
+    let seal_hex = out.lines().nth(1).unwrap().rsplit("sha256=").next().unwrap().trim_end_matches(')').to_owned();
+
+    let received = std::fs::read(&out_file).unwrap();
+    let cast = ssh_relay_stream(&rig, &id);
+    assert_eq!(sha256_hex(cast.as_bytes()), seal_hex, "the seal is the hash of the stream");
+    let mut output = String::new();
+    for line in cast.lines().skip(1) {
+        let ev: serde_json::Value = serde_json::from_str(line).unwrap();
+        if ev[1] == "o" {
+            output.push_str(ev[2].as_str().unwrap());
+        }
+    }
+    assert!(output.contains("LAST-MARK"));
+    assert_eq!(
+        sha256_hex(output.as_bytes()),
+        sha256_hex(&received),
+        "recorded output ({} bytes) differs from what the client received ({} bytes)",
+        output.len(),
+        received.len()
+    );
+    let kinds = events(&rig, &id);
+    let t = kinds.iter().position(|k| k == "session.terminated").unwrap();
+    let s = kinds.iter().position(|k| k == "recording.sealed").unwrap();
+    let c = kinds.iter().position(|k| k == "session.closed").unwrap();
+    assert!(t < s && s < c, "{kinds:?}");
+    let sealed = rig
+        .audit(&id)
+        .into_iter()
+        .find(|e| e["kind"] == "recording.sealed")
+        .unwrap();
+    assert_eq!(sealed["details"]["sha256"], seal_hex.as_str());
+}
+
+fn ssh_relay_stream(rig: &Rig, id: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sSf", "-H", &format!("Authorization: Bearer {}", rig.token)])
+        .arg(format!("{}/api/v1/recordings/{id}/stream", rig.api))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let rig = Rig::start();
+    // Unknown target.
+    let out = rig.ssh("alice", "alice@corp:nosuch", &["true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown target \"nosuch\""));
+    // Malformed login name.
+    let out = rig.ssh("alice", "alice-corp", &["true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("malformed login name"));
+    // A key that is not the actor's.
+    let out = rig.ssh("bob", "alice@corp:dev1", &["true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    // A policy that denies (bob has none): one clear line, a session.denied event, no target login.
+    let before = read(&rig.sshd_log).matches("Accepted publickey").count();
+    let out = rig.ssh("bob", "bob@corp:dev1", &["true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("access denied (policy_denied)"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let denied = rig.wgctl_json(&["audit", "list", "--kind", "session.denied"]);
+    assert!(denied["events"].as_array().unwrap().iter().any(|e| e["actor"] == "bob@corp"));
+    assert_eq!(read(&rig.sshd_log).matches("Accepted publickey").count(), before);
+    // Unknown or malformed session IDs.
+    assert_eq!(rig.wgctl(&["session", "show", "sess_000000000000"]).status.code(), Some(3));
+    assert_eq!(rig.wgctl(&["session", "terminate", "sess_000000000000", "--reason", "x"]).status.code(), Some(3));
+    assert_eq!(rig.wgctl(&["session", "show", "nope"]).status.code(), Some(2));
+    // Invalid YAML: the error names line and column and nothing is applied.
+    let before = rig.wgctl_ok(&["get", "target", "dev1", "-o", "json"]);
+    let bad = rig.path("bad.yaml");
+    std::fs::write(
+        &bad,
+        "kind: target\nname: dev1\naddress: 10.0.0.1:22\nprotocol: ssh\n---\nkind: policy\nname: p\nsubjects: [user:x\n",
+    )
+    .unwrap();
+    let out = rig.wgctl(&["apply", "-f", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line ") && err.contains("column "), "{err}");
+    assert_eq!(rig.wgctl_ok(&["get", "target", "dev1", "-o", "json"]), before);
+    // The API refuses the same file (server-side validation, not only the CLI's).
+    let body = serde_json::json!({"yaml": std::fs::read_to_string(&bad).unwrap()}).to_string();
+    let http = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-X", "POST"])
+        .args(["-H", &format!("Authorization: Bearer {}", rig.token)])
+        .args(["-H", "Content-Type: application/json", "-d", &body])
+        .arg(format!("{}/api/v1/apply", rig.api))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&http.stdout);
+    assert!(text.ends_with("\n400"), "{text}");
+    assert!(text.contains("\"error\":\"bad_request\""), "{text}");
+    // No token, bad token.
+    let out = Command::new(env!("CARGO_BIN_EXE_wgctl"))
+        .args(["session", "list"])
+        .env("WGCTL_ADDR", &rig.api)
+        .env("WGCTL_TOKEN", "wgt_bogus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+}
+
+#[test]
+fn state_survives_a_restart_and_the_audit_chain_detects_tampering() {
+    let mut rig = Rig::start();
+    let out = rig.ssh("alice", "alice@corp:dev1", &["echo hi"]).output().unwrap();
+    assert!(out.status.success());
+    let mut id = String::new();
+    wait_until("the session to close", Duration::from_secs(10), || {
+        let closed = rig.wgctl_json(&["session", "list", "--state", "closed"]);
+        match closed["sessions"][0]["id"].as_str() {
+            Some(s) => {
+                id = s.to_owned();
+                true
+            }
+            None => false,
+        }
+    });
+    rig.stop_wardengate();
+    rig.start_wardengate();
+    assert_eq!(rig.session(&id)["state"], "closed");
+    let out = rig.ssh("alice", "alice@corp:dev1", &["echo again"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "again\n");
+    assert!(rig.wgctl_ok(&["audit", "verify"]).starts_with("audit chain OK"));
+    assert!(rig.wgctl_ok(&["recording", "verify", &id]).contains(" OK "));
+    rig.stop_wardengate();
+
+    // Edit one audit row behind the product's back: verify must notice.
+    let db = rig.data.join("wardengate.db");
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sqlite3; c=sqlite3.connect('{}'); c.execute(\"UPDATE audit_events SET actor='mallory' WHERE seq=3\"); c.commit()",
+            db.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    rig.start_wardengate();
+    let out = rig.wgctl(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("edited"), "{}", String::from_utf8_lossy(&out.stdout));
+    // Tamper with a recording chunk: verify must notice.
+    let chunk = rig.data.join("recordings").join(&id).join("chunk-000001.cast");
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 1;
+    std::fs::write(&chunk, bytes).unwrap();
+    let out = rig.wgctl(&["recording", "verify", &id]);
+    assert_eq!(out.status.code(), Some(1));
+}
