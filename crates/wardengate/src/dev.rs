@@ -21,6 +21,9 @@ use wg_store::Store;
 
 use crate::keys;
 
+/// The name of the in-process gateway.
+const GATEWAY_NAME: &str = "gw-dev-1";
+
 /// Arguments of `wardengate dev`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DevArgs {
@@ -103,6 +106,15 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     // Demo target and its resources.
     let demo_addr = start_demo(dir, &control, shutdown.clone()).await?;
 
+    // Sessions the previous run left open cannot have survived it: seal and close them.
+    let orphans = control
+        .reconcile_gateway_restart(GATEWAY_NAME)
+        .await
+        .map_err(|e| anyhow::anyhow!("closing sessions of the previous run: {e}"))?;
+    if orphans > 0 {
+        tracing::warn!(sessions = orphans, "closed sessions left open by the previous run (gateway_lost, recordings sealed as partial)");
+    }
+
     // Gateway, over the same protocol a standalone gateway uses.
     let gateway_key = keys::load_or_create(&dir.join("gateway_host_ed25519"), "wardengate-gateway")?;
     let fingerprint = gateway_key
@@ -111,7 +123,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         .to_string();
     let gateway = wg_gateway::start(
         wg_gateway::GatewayConfig {
-            name: "gw-dev-1".into(),
+            name: GATEWAY_NAME.into(),
             ssh_addr: args.ssh_addr,
             advertise_address: None,
             recordings_root: recordings.clone(),

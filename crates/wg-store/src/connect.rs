@@ -10,7 +10,7 @@ use sqlx::{AnyConnection, AnyPool, Connection, Row};
 
 use crate::{Result, StoreError, migrate};
 
-/// The database engine behind a [`Store`].
+/// The database engine behind a [`crate::Store`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Engine {
     /// SQLite (embedded).
@@ -83,6 +83,7 @@ fn sqlite_after_connect(
     })
 }
 
+/// Opens the pool (WAL, pragmas on every connection) and migrates on its first connection.
 async fn open_sqlite(url: &str) -> Result<AnyPool> {
     let (url, in_memory) = sqlite_url(url);
     let mut options = AnyPoolOptions::new().after_connect(sqlite_after_connect);
@@ -143,6 +144,7 @@ async fn enable_wal(conn: &mut AnyConnection) -> Result<()> {
     }
 }
 
+/// Migrates on a dedicated connection under the advisory lock, then opens the pool.
 async fn open_postgres(url: &str) -> Result<AnyPool> {
     // A dedicated connection holds the advisory lock: closing it releases the lock whatever
     // happened during the migration.

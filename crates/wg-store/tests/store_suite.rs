@@ -314,7 +314,7 @@ async fn migrations_are_idempotent(db: &TestDb) {
 }
 
 async fn concurrent_connects_migrate_once(db: &TestDb) {
-    let tasks: Vec<_> = (0..4)
+    let tasks: Vec<_> = (0..8)
         .map(|_| {
             let url = db.url.clone();
             tokio::spawn(async move { Store::connect(&url).await })

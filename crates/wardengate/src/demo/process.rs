@@ -107,6 +107,7 @@ pub(super) fn spawn(shared: &Shared, spec: &Spec<'_>) -> anyhow::Result<Started>
         .envs(environment(shared, spec))
         .current_dir(&shared.home)
         .kill_on_drop(false);
+    reset_signals_on_exec(&mut command);
 
     let (child, io) = match spec.pty {
         Some(pty) => {
@@ -231,6 +232,40 @@ pub(super) fn env_accepted(name: &str, value: &str) -> bool {
         && name.len() > 3
         && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));
     allowed && !value.contains('\0')
+}
+
+/// Signals a child must not inherit as ignored: a server started in the
+/// background or under nohup ignores some of them, and then Ctrl-C in the
+/// session's terminal would do nothing. sshd resets them too.
+const RESET_SIGNALS: &[libc::c_int] = &[
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGPIPE,
+    libc::SIGTERM,
+    libc::SIGALRM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGCHLD,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+];
+
+/// Makes the child start with default signal dispositions (the signal mask is
+/// already reset by the standard library).
+#[allow(unsafe_code)]
+fn reset_signals_on_exec(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec; it only calls
+    // signal(2), which is async-signal-safe, and neither allocates nor locks.
+    unsafe {
+        command.pre_exec(|| {
+            for &signal in RESET_SIGNALS {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Sends `signal` to the process group `pgid`; false if that failed (e.g. the

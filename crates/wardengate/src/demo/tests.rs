@@ -326,6 +326,21 @@ async fn environment_is_sane_and_env_requests_are_filtered() {
 }
 
 #[tokio::test]
+async fn children_start_with_default_signal_dispositions() {
+    let target = Target::start().await;
+    // Ignored signals survive exec: a server started with `&` or nohup must
+    // not hand that on, or Ctrl-C in the session would do nothing.
+    let out = target
+        .ssh(&[], "sed -n 's/^SigIgn:[[:space:]]*//p' /proc/self/status")
+        .await;
+    let ignored = u64::from_str_radix(stdout(&out).trim(), 16).unwrap();
+    for signal in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGPIPE] {
+        assert_eq!(ignored & (1 << (signal - 1)), 0, "signal {signal} is ignored");
+    }
+    target.stop().await;
+}
+
+#[tokio::test]
 async fn stdin_is_relayed_and_closed_on_eof() {
     let target = Target::start().await;
     let mut data = vec![0; 3 * 1024 * 1024 + 17];

@@ -231,6 +231,19 @@ recording: full
         }
     }
 
+    /// Kills `wardengate dev` with SIGKILL (a crash: nothing is flushed or reported).
+    pub fn crash_wardengate(&mut self) {
+        if let Some(mut c) = self.wardengate.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The public key (OpenSSH text) of one of the rig's key pairs.
+    pub fn public_key(&self, name: &str) -> String {
+        self.pubkey(name)
+    }
+
     /// A `wgctl` command with the rig's address and token.
     pub fn wgctl_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_wgctl"));

@@ -1,0 +1,264 @@
+//! Resources, the vault, the audit log and recording access.
+
+
+use serde_json::json;
+use wg_domain::audit::{NewAuditEvent, kinds};
+use wg_domain::time::{now_millis, rfc3339};
+use wg_domain::SessionId;
+
+use super::*;
+use crate::ControlError;
+
+impl ControlPlane {
+    // ------------------------------------------------------------------ resources and vault
+
+    /// Applies a resource file: every document or none.
+    ///
+    /// # Errors
+    /// `bad_request` naming the line and column of the first problem.
+    pub async fn apply(&self, yaml: &str, actor: &str) -> Result<Vec<AppliedResource>, ControlError> {
+        let resources = wg_domain::resources::parse_documents(yaml)
+            .map_err(|e| ControlError::bad_request(e.to_string()))?;
+        if resources.is_empty() {
+            return Err(ControlError::bad_request("the file holds no resources"));
+        }
+        Ok(self.inner.store.apply_resources(&resources, actor).await?)
+    }
+
+    /// One resource.
+    ///
+    /// # Errors
+    /// `not_found`.
+    pub async fn get_resource(&self, kind: Kind, name: &str) -> Result<Resource, ControlError> {
+        self.inner
+            .store
+            .get_resource(kind, name)
+            .await?
+            .ok_or_else(|| ControlError::not_found(format!("no {} named {name:?}", kind.as_str())))
+    }
+
+    /// Every resource of a kind.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list_resources(&self, kind: Kind) -> Result<Vec<Resource>, ControlError> {
+        Ok(self.inner.store.list_resources(kind).await?)
+    }
+
+    /// Deletes a resource.
+    ///
+    /// # Errors
+    /// `not_found`.
+    pub async fn delete_resource(&self, kind: Kind, name: &str, actor: &str) -> Result<(), ControlError> {
+        if self.inner.store.delete_resource(kind, name, actor).await? {
+            Ok(())
+        } else {
+            Err(ControlError::not_found(format!("no {} named {name:?}", kind.as_str())))
+        }
+    }
+
+    /// Stores a secret, encrypted.
+    ///
+    /// # Errors
+    /// `bad_request` for a bad path, kind or key format.
+    pub async fn vault_put(&self, path: &str, kind: &str, secret: &str, actor: &str) -> Result<VaultEntry, ControlError> {
+        if !path.starts_with("vault/")
+            || path.len() < 7
+            || path.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+        {
+            return Err(ControlError::bad_request(format!(
+                "vault path {path:?} must look like vault/ssh/NAME"
+            )));
+        }
+        match kind {
+            "password" if !secret.is_empty() => {}
+            "private_key" if secret.contains("-----BEGIN") && secret.contains("PRIVATE KEY-----") => {}
+            "password" => return Err(ControlError::bad_request("the password is empty")),
+            "private_key" => {
+                return Err(ControlError::bad_request(
+                    "the private key is not in PEM form (-----BEGIN OPENSSH PRIVATE KEY-----)",
+                ));
+            }
+            other => {
+                return Err(ControlError::bad_request(format!(
+                    "secret kind {other:?} must be password or private_key"
+                )));
+            }
+        }
+        let (nonce, ciphertext) = self.inner.vault.seal(path, secret.as_bytes())?;
+        let now = now_millis();
+        self.inner
+            .store
+            .put_secret(
+                &SealedSecret {
+                    path: path.to_owned(),
+                    kind: kind.to_owned(),
+                    nonce,
+                    ciphertext,
+                    updated_ms: now,
+                },
+                actor,
+            )
+            .await?;
+        Ok(VaultEntry {
+            path: path.to_owned(),
+            kind: kind.to_owned(),
+            updated_at: rfc3339(now),
+        })
+    }
+
+    /// Vault entries' metadata.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn vault_list(&self) -> Result<Vec<VaultEntry>, ControlError> {
+        Ok(self
+            .inner
+            .store
+            .list_secrets()
+            .await?
+            .into_iter()
+            .map(|s| VaultEntry {
+                path: s.path,
+                kind: s.kind,
+                updated_at: rfc3339(s.updated_ms),
+            })
+            .collect())
+    }
+
+    // ------------------------------------------------------------------ audit and recordings
+
+    /// Audit events in chain order.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn audit_list(&self, session: Option<String>, kind: Option<String>) -> Result<Vec<AuditEventView>, ControlError> {
+        let filter = AuditFilter {
+            session,
+            kind,
+            after_seq: None,
+            limit: None,
+        };
+        Ok(self
+            .inner
+            .store
+            .list_audit(&filter)
+            .await?
+            .iter()
+            .map(audit_view)
+            .collect())
+    }
+
+    /// Verifies the whole audit chain against the stored chain head.
+    ///
+    /// # Errors
+    /// Store failures (a broken chain is an `ok: false` answer, not an error).
+    pub async fn audit_verify(&self) -> Result<AuditVerify, ControlError> {
+        let (head_seq, head_hash) = self.inner.store.audit_head().await?;
+        let mut verifier = ChainVerifier::default();
+        let mut after = 0;
+        let mut count = 0;
+        loop {
+            let page = self
+                .inner
+                .store
+                .list_audit(&AuditFilter {
+                    after_seq: Some(after),
+                    limit: Some(5000),
+                    ..Default::default()
+                })
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            for e in &page {
+                if let Err(err) = verifier.push(e) {
+                    return Ok(AuditVerify {
+                        ok: false,
+                        events: count,
+                        error: Some(err.to_string()),
+                    });
+                }
+                count += 1;
+                after = e.seq;
+            }
+        }
+        match verifier.finish(head_seq, &head_hash) {
+            Ok(n) => Ok(AuditVerify {
+                ok: true,
+                events: n,
+                error: None,
+            }),
+            Err(err) => Ok(AuditVerify {
+                ok: false,
+                events: count,
+                error: Some(err.to_string()),
+            }),
+        }
+    }
+
+    async fn recording_accessed(&self, id: SessionId, operator: &str, how: &str) -> Result<(), ControlError> {
+        self.inner
+            .store
+            .append_audit(
+                &NewAuditEvent::new(kinds::RECORDING_ACCESSED)
+                    .actor(operator)
+                    .session(id)
+                    .details(json!({"access": how})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Re-hashes a recording against its manifest (audited as `recording.accessed`).
+    ///
+    /// # Errors
+    /// `not_found` when the session or its recording does not exist.
+    pub async fn recording_verify(&self, id: &str, operator: &str) -> Result<RecordingVerify, ControlError> {
+        let id = parse_session_id(id)?;
+        self.require_recording(id).await?;
+        self.recording_accessed(id, operator, "verify").await?;
+        let root = self.inner.config.recordings_root.clone();
+        let sid = id.to_string();
+        let report = tokio::task::spawn_blocking(move || wg_recording::verify(&root, &sid))
+            .await
+            .map_err(|e| ControlError::internal(e.to_string()))??;
+        Ok(RecordingVerify {
+            session: id.to_string(),
+            ok: report.ok,
+            status: report.status,
+            chunks: report.chunks,
+            bytes: report.bytes,
+            sha256: report.sha256,
+            problems: report.problems,
+        })
+    }
+
+    /// The recording stream (asciicast v2), audited as `recording.accessed`.
+    ///
+    /// # Errors
+    /// `not_found` when the session or its recording does not exist.
+    pub async fn recording_stream(&self, id: &str, operator: &str) -> Result<Vec<u8>, ControlError> {
+        let id = parse_session_id(id)?;
+        self.require_recording(id).await?;
+        self.recording_accessed(id, operator, "play").await?;
+        let root = self.inner.config.recordings_root.clone();
+        let sid = id.to_string();
+        Ok(tokio::task::spawn_blocking(move || wg_recording::read_stream(&root, &sid))
+            .await
+            .map_err(|e| ControlError::internal(e.to_string()))??)
+    }
+
+    async fn require_recording(&self, id: SessionId) -> Result<SessionRecord, ControlError> {
+        let r = self
+            .inner
+            .store
+            .get_session(id)
+            .await?
+            .ok_or_else(|| ControlError::not_found(format!("no session {id}")))?;
+        if r.recording_mode != "full" || r.recording_status == "none" {
+            return Err(ControlError::not_found(format!("session {id} has no recording")));
+        }
+        Ok(r)
+    }
+}

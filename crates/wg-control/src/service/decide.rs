@@ -1,0 +1,247 @@
+//! Access decisions (PRODUCT.md §4): requested → approved, or closed as denied.
+
+
+use serde_json::json;
+use wg_domain::audit::{NewAuditEvent, kinds};
+use wg_domain::lifecycle::{EndReason, SessionState};
+use wg_domain::time::now_millis;
+use wg_domain::{ErrorCode, SessionId};
+
+use super::*;
+use crate::ControlError;
+
+impl ControlPlane {
+    // ------------------------------------------------------------------ access decision
+
+    /// Decides an access attempt (PRODUCT.md §4). Creates the session in `requested`; a denial
+    /// closes it as `denied` with a `session.denied` event before any vault access; an admission
+    /// moves it to `approved` and releases the account credential to the asking gateway.
+    pub async fn request_session(&self, ask: SessionAsk) -> Result<Admitted, Denied> {
+        let deny = |error| Denied {
+            session: None,
+            error,
+        };
+        let protocol: Protocol = ask
+            .protocol
+            .parse()
+            .map_err(|e: wg_domain::lifecycle::UnknownName| deny(ControlError::bad_request(e.to_string())))?;
+        let id = SessionId::generate().map_err(|e| deny(ControlError::internal(e.to_string())))?;
+        let groups = self.actor_groups(&ask.actor).await.map_err(deny)?;
+        let now = now_millis();
+        let target = self
+            .inner
+            .store
+            .get_resource(Kind::Target, &ask.target)
+            .await
+            .map_err(|e| deny(e.into()))?;
+        let target_address = match &target {
+            Some(Resource::Target(t)) => t.address.clone(),
+            _ => String::new(),
+        };
+        let record = SessionRecord {
+            id,
+            state: SessionState::Requested,
+            actor: ask.actor.clone(),
+            actor_groups: groups.clone(),
+            target: ask.target.clone(),
+            target_address,
+            protocol: protocol.as_str().into(),
+            account: ask.account.clone(),
+            vault_path: None,
+            policy: None,
+            mfa: None,
+            gateway: ask.gateway.clone(),
+            gateway_address: ask.gateway_address.clone(),
+            client_ip: ask.client_ip.clone(),
+            client_geo: None,
+            client_software: ask.client_software.clone(),
+            pty_term: None,
+            pty_cols: None,
+            pty_rows: None,
+            recording_mode: String::new(),
+            recording_chunks: 0,
+            recording_bytes: 0,
+            recording_status: "none".into(),
+            recording_sha256: None,
+            created_ms: now,
+            opened_ms: None,
+            last_input_ms: now,
+            ended_ms: None,
+            end_reason: None,
+            end_detail: None,
+            exit_status: None,
+        };
+        let requested = NewAuditEvent::new(kinds::SESSION_REQUESTED)
+            .actor(&ask.actor)
+            .session(id)
+            .details(json!({
+                "target": ask.target, "account": ask.account, "protocol": protocol.as_str(),
+                "gateway": ask.gateway, "client_ip": ask.client_ip,
+                "client_software": ask.client_software,
+            }));
+        self.inner
+            .store
+            .insert_session(&record, Some(&requested))
+            .await
+            .map_err(|e| deny(e.into()))?;
+
+        match self.decide(&ask, &groups, target, protocol).await {
+            Ok((admission, t)) => self.approve(id, &ask, admission, t).await,
+            Err(error) => {
+                self.close_denied(id, &ask.actor, &error).await;
+                Err(Denied {
+                    session: Some(id),
+                    error,
+                })
+            }
+        }
+    }
+
+    async fn decide(
+        &self,
+        ask: &SessionAsk,
+        groups: &[String],
+        target: Option<Resource>,
+        protocol: Protocol,
+    ) -> Result<(policy::Admission, wg_domain::resources::Target), ControlError> {
+        let Some(Resource::Target(target)) = target else {
+            return Err(ControlError::new(
+                ErrorCode::NotFound,
+                format!("unknown target {:?}", ask.target),
+            ));
+        };
+        let policies: Vec<_> = self
+            .inner
+            .store
+            .list_resources(Kind::Policy)
+            .await?
+            .into_iter()
+            .filter_map(|r| match r {
+                Resource::Policy(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        let admission = policy::evaluate(
+            AccessRequest {
+                subject: Subject {
+                    name: &ask.actor,
+                    groups,
+                },
+                target: &target,
+                protocol,
+                account: ask.account.as_deref(),
+            },
+            &policies,
+        )
+        .map_err(|d| {
+            let mut e = ControlError::new(ErrorCode::PolicyDenied, d.to_string());
+            e.0.target = Some(target.name.clone());
+            e
+        })?;
+        Ok((admission, target))
+    }
+
+    async fn close_denied(&self, id: SessionId, actor: &str, error: &ControlError) {
+        let patch = SessionPatch {
+            ended_ms: Some(now_millis()),
+            end_reason: Some(EndReason::Denied),
+            end_detail: Some(error.0.message.clone()),
+            ..Default::default()
+        };
+        let mut details = json!({"error": error.code().as_str(), "message": error.0.message});
+        if let Some(scope) = &error.0.scope {
+            details["scope"] = json!(scope);
+            details["limit"] = json!(error.0.limit);
+        }
+        let denied = NewAuditEvent::new(kinds::SESSION_DENIED)
+            .actor(actor)
+            .session(id)
+            .reason(error.0.message.clone())
+            .details(details);
+        let closed = NewAuditEvent::new(kinds::SESSION_CLOSED)
+            .actor(actor)
+            .session(id)
+            .details(json!({"end_reason": "denied"}));
+        if let Err(e) = self
+            .inner
+            .store
+            .transition_session(
+                id,
+                SessionState::Requested,
+                SessionState::Closed,
+                &patch,
+                &[denied, closed],
+            )
+            .await
+        {
+            tracing::error!(session = %id, error = %e, "cannot record denial");
+        }
+    }
+
+    async fn approve(
+        &self,
+        id: SessionId,
+        ask: &SessionAsk,
+        admission: policy::Admission,
+        target: wg_domain::resources::Target,
+    ) -> Result<Admitted, Denied> {
+        let store = &self.inner.store;
+        let fail = |error: ControlError| Denied {
+            session: Some(id),
+            error,
+        };
+        let credential = match store.get_secret(&admission.credential).await {
+            Ok(Some(s)) => self
+                .inner
+                .vault
+                .open_secret(&s.path, &s.kind, &s.nonce, &s.ciphertext)
+                .map_err(fail)?,
+            Ok(None) => {
+                let e = ControlError::unavailable(format!(
+                    "the credential {} of account {} is not in the vault (wgctl vault put)",
+                    admission.credential, admission.account
+                ));
+                self.close_denied(id, &ask.actor, &e).await;
+                return Err(fail(e));
+            }
+            Err(e) => return Err(fail(e.into())),
+        };
+        let patch = SessionPatch {
+            account: Some(admission.account.clone()),
+            vault_path: Some(admission.credential.clone()),
+            policy: Some(admission.policy.clone()),
+            recording_mode: Some(admission.recording.as_str().into()),
+            ..Default::default()
+        };
+        let approved = NewAuditEvent::new(kinds::SESSION_APPROVED)
+            .actor(&ask.actor)
+            .session(id)
+            .details(json!({
+                "policy": admission.policy, "account": admission.account,
+                "vault_path": admission.credential, "recording": admission.recording.as_str(),
+            }));
+        let moved = store
+            .transition_session(id, SessionState::Requested, SessionState::Approved, &patch, &[approved])
+            .await
+            .map_err(|e| fail(e.into()))?;
+        if !moved {
+            return Err(fail(ControlError::new(
+                ErrorCode::Conflict,
+                "the session was terminated while it was being decided",
+            )));
+        }
+        Ok(Admitted {
+            session: id,
+            target: target.name.clone(),
+            target_address: target.address.clone(),
+            host_key: target.host_key.clone(),
+            account: admission.account,
+            credential,
+            recording_mode: admission.recording.as_str().into(),
+            idle_timeout: admission.idle_timeout,
+            idle_grace: admission.idle_grace,
+            policy: admission.policy,
+        })
+    }
+
+}

@@ -1,0 +1,171 @@
+//! Operator actions on sessions: list, show, terminate.
+
+
+use serde_json::json;
+use wg_domain::audit::{NewAuditEvent, kinds};
+use wg_domain::lifecycle::{EndReason, SessionState};
+use wg_domain::time::now_millis;
+use wg_domain::SessionId;
+
+use super::*;
+use crate::ControlError;
+
+impl ControlPlane {
+    // ------------------------------------------------------------------ operator actions
+
+    /// Lists sessions (cluster-wide), newest first.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list_sessions(&self, q: &SessionQuery) -> Result<Vec<SessionView>, ControlError> {
+        let now = now_millis();
+        let filter = SessionFilter {
+            states: q.state.into_iter().collect(),
+            actor: q.actor.clone(),
+            target: q.target.clone(),
+            protocol: q.protocol.clone(),
+            gateway: q.gateway.clone(),
+            last_input_before_ms: q
+                .idle_gt
+                .map(|d| now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            limit: None,
+        };
+        Ok(self
+            .inner
+            .store
+            .list_sessions(&filter)
+            .await?
+            .iter()
+            .map(|r| session_view(r, now))
+            .collect())
+    }
+
+    /// One session.
+    ///
+    /// # Errors
+    /// `bad_request` for a malformed ID, `not_found`.
+    pub async fn get_session(&self, id: &str) -> Result<SessionView, ControlError> {
+        let id = parse_session_id(id)?;
+        let r = self
+            .inner
+            .store
+            .get_session(id)
+            .await?
+            .ok_or_else(|| ControlError::not_found(format!("no session {id}")))?;
+        Ok(session_view(&r, now_millis()))
+    }
+
+    /// Forcibly terminates a session: a `session.terminated` event with the operator and reason,
+    /// then a targeted close to the owning gateway, which flushes and seals the recording and then
+    /// severs both legs. Of concurrent terminations exactly one transitions the session; the others
+    /// return its state. Terminating a closed session changes nothing and says so.
+    ///
+    /// # Errors
+    /// `bad_request` without a reason or with a malformed ID, `not_found`, `unavailable` when the
+    /// owning gateway cannot be reached.
+    pub async fn terminate(
+        &self,
+        id: &str,
+        reason: &str,
+        operator: &str,
+    ) -> Result<TerminateResponse, ControlError> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(ControlError::bad_request(
+                "--reason is required for a forced termination",
+            ));
+        }
+        let id = parse_session_id(id)?;
+        let store = &self.inner.store;
+        let terminated_ev = || {
+            NewAuditEvent::new(kinds::SESSION_TERMINATED)
+                .actor(operator)
+                .session(id)
+                .reason(reason)
+        };
+        let patch = SessionPatch {
+            end_reason: Some(EndReason::Terminated),
+            end_detail: Some(reason.to_owned()),
+            ..Default::default()
+        };
+        let record = loop {
+            let Some(cur) = store.get_session(id).await? else {
+                return Err(ControlError::not_found(format!("no session {id}")));
+            };
+            match cur.state {
+                SessionState::Closed => return Ok(already_closed(&cur)),
+                SessionState::Closing => {
+                    // Someone else is closing it: report the outcome once it is closed.
+                    return self.await_closed(id, false).await;
+                }
+                SessionState::Requested => {
+                    let mut p = patch.clone();
+                    p.ended_ms = Some(now_millis());
+                    let closed = NewAuditEvent::new(kinds::SESSION_CLOSED)
+                        .actor(cur.actor.clone())
+                        .session(id)
+                        .details(json!({"end_reason": "terminated"}));
+                    if store
+                        .transition_session(id, cur.state, SessionState::Closed, &p, &[terminated_ev(), closed])
+                        .await?
+                    {
+                        return self.await_closed(id, true).await;
+                    }
+                }
+                from => {
+                    if store
+                        .transition_session(id, from, SessionState::Closing, &patch, &[terminated_ev()])
+                        .await?
+                    {
+                        break cur;
+                    }
+                }
+            }
+        };
+        let result = self
+            .inner
+            .gateways
+            .send(
+                &record.gateway,
+                gateway_command::Command::Terminate(wg_proto::v1::Terminate {
+                    session_id: id.to_string(),
+                    reason: reason.to_owned(),
+                    operator: operator.to_owned(),
+                }),
+                self.inner.config.terminate_timeout,
+            )
+            .await;
+        match result {
+            Ok(r) if r.ok => self.await_closed(id, true).await,
+            Ok(r) => {
+                // The gateway no longer runs it (it ended on its own meanwhile): its closed report
+                // is on the way or already applied.
+                tracing::info!(session = %id, error = %r.error, "gateway did not find the session to terminate");
+                self.await_closed(id, true).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits (up to the terminate timeout) for a closing session to be reported closed.
+    async fn await_closed(&self, id: SessionId, won: bool) -> Result<TerminateResponse, ControlError> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.terminate_timeout;
+        loop {
+            if let Some(r) = self.inner.store.get_session(id).await? {
+                if r.state.is_closed() {
+                    let mut resp = already_closed(&r);
+                    resp.already_closed = !won;
+                    return Ok(resp);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ControlError::unavailable(format!(
+                    "session {id} is closing but its gateway has not confirmed within {} s",
+                    self.inner.config.terminate_timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+}

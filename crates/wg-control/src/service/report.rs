@@ -1,0 +1,253 @@
+//! Gateway lifecycle and progress reports, walked through the state machine.
+
+
+use serde_json::json;
+use wg_domain::audit::{NewAuditEvent, kinds};
+use wg_domain::lifecycle::{EndReason, SessionState};
+use wg_domain::time::UnixMillis;
+use wg_domain::{ErrorCode, SessionId};
+
+use super::*;
+use crate::ControlError;
+
+impl ControlPlane {
+    // ------------------------------------------------------------------ gateway reports
+
+    /// Applies a gateway's lifecycle report. A report for a later state walks the lifecycle's
+    /// intermediate states in order; a report the lifecycle cannot reach from the current state
+    /// (e.g. `active` for a closed session) is rejected and logged, never applied.
+    ///
+    /// # Errors
+    /// `not_found`, `forbidden` (another gateway's session), `conflict` (illegal transition).
+    pub async fn report(&self, gateway: &str, report: Report) -> Result<(), ControlError> {
+        let id: SessionId = report
+            .session
+            .parse()
+            .map_err(|e: wg_domain::ids::BadSessionId| ControlError::bad_request(e.to_string()))?;
+        let to: SessionState = report
+            .state
+            .parse()
+            .map_err(|e: wg_domain::lifecycle::UnknownName| ControlError::bad_request(e.to_string()))?;
+        for _attempt in 0..5 {
+            let Some(cur) = self.inner.store.get_session(id).await? else {
+                return Err(ControlError::not_found(format!("no session {id}")));
+            };
+            if cur.gateway != gateway {
+                return Err(ControlError::new(
+                    ErrorCode::Forbidden,
+                    format!("session {id} belongs to gateway {}", cur.gateway),
+                ));
+            }
+            if cur.state == to {
+                return Ok(());
+            }
+            let Some(path) = cur.state.path_to(to) else {
+                tracing::warn!(session = %id, from = %cur.state, to = %to, gateway, "rejected out-of-order session report");
+                return Err(ControlError::new(
+                    ErrorCode::Conflict,
+                    format!("illegal session transition {} -> {to}", cur.state),
+                ));
+            };
+            let mut from = cur.state;
+            let mut raced = false;
+            for step in path {
+                let (patch, events) = self.step_effects(&cur, step, &report).await?;
+                if !self
+                    .inner
+                    .store
+                    .transition_session(id, from, step, &patch, &events)
+                    .await?
+                {
+                    raced = true;
+                    break;
+                }
+                from = step;
+            }
+            if !raced {
+                return Ok(());
+            }
+        }
+        Err(ControlError::new(
+            ErrorCode::Conflict,
+            format!("session {id} kept changing; report not applied"),
+        ))
+    }
+
+    async fn step_effects(
+        &self,
+        cur: &SessionRecord,
+        step: SessionState,
+        report: &Report,
+    ) -> Result<(SessionPatch, Vec<NewAuditEvent>), ControlError> {
+        let mut patch = SessionPatch::default();
+        let mut events = Vec::new();
+        let ev = |kind: &str| {
+            NewAuditEvent::new(kind)
+                .actor(cur.actor.clone())
+                .session(cur.id)
+        };
+        if let Some((term, cols, rows)) = &report.pty {
+            patch.pty_term = Some(term.clone());
+            patch.pty_cols = Some(*cols);
+            patch.pty_rows = Some(*rows);
+        }
+        match step {
+            SessionState::Opened => {
+                patch.opened_ms = Some(report.time_ms);
+                patch.last_input_ms = Some(report.time_ms);
+                if cur.recording_mode == "full" {
+                    patch.recording_status = Some("recording".into());
+                    patch.recording_chunks = Some(1);
+                }
+                let mut details = json!({
+                    "target": cur.target, "target_address": cur.target_address,
+                    "account": cur.account, "gateway": cur.gateway,
+                });
+                if let Some(key) = &report.observed_host_key {
+                    if self.pin_host_key(&cur.target, key).await? {
+                        details["host_key_pinned"] = json!(key);
+                    }
+                }
+                events.push(ev(kinds::SESSION_OPENED).details(details));
+            }
+            SessionState::Idle => {
+                events.push(ev(kinds::SESSION_IDLE_WARNING));
+            }
+            SessionState::Closed => {
+                patch.ended_ms = Some(report.time_ms);
+                let reason = report.end_reason.unwrap_or(EndReason::ClientExit);
+                patch.end_reason = Some(reason);
+                patch.exit_status = report.exit_status;
+                if cur.end_detail.is_none() {
+                    patch.end_detail = report.end_detail.clone();
+                }
+                if let Some(seal) = &report.recording {
+                    patch.recording_chunks = Some(seal.chunks);
+                    patch.recording_bytes = Some(seal.bytes);
+                    patch.recording_status = Some(seal.status.clone());
+                    patch.recording_sha256 = Some(seal.sha256.clone());
+                    events.push(ev(kinds::RECORDING_SEALED).details(json!({
+                        "chunks": seal.chunks, "bytes": seal.bytes,
+                        "sha256": seal.sha256, "status": seal.status,
+                    })));
+                }
+                events.push(ev(kinds::SESSION_CLOSED).details(json!({
+                    "end_reason": reason.as_str(), "exit_status": report.exit_status,
+                    "detail": report.end_detail,
+                })));
+            }
+            SessionState::Requested
+            | SessionState::Approved
+            | SessionState::Active
+            | SessionState::Closing => {}
+        }
+        Ok((patch, events))
+    }
+
+    /// Pins `key` as the host key of `target` if it has none (trust on first use). Returns whether
+    /// it pinned.
+    async fn pin_host_key(&self, target: &str, key: &str) -> Result<bool, ControlError> {
+        let store = &self.inner.store;
+        if let Some(Resource::Target(mut t)) = store.get_resource(Kind::Target, target).await? {
+            if t.host_key.is_none() {
+                t.host_key = Some(key.to_owned());
+                store
+                    .apply_resources(&[Resource::Target(t)], "system:trust-on-first-use")
+                    .await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Applies activity and progress of a live session (never to a closed one).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn progress(
+        &self,
+        session: &str,
+        last_input_ms: Option<UnixMillis>,
+        pty: Option<(String, u32, u32)>,
+        recording: Option<(u32, u64)>,
+    ) -> Result<(), ControlError> {
+        let Ok(id) = session.parse::<SessionId>() else {
+            return Ok(());
+        };
+        let mut patch = SessionPatch {
+            last_input_ms,
+            ..Default::default()
+        };
+        if let Some((term, cols, rows)) = pty {
+            patch.pty_term = Some(term);
+            patch.pty_cols = Some(cols);
+            patch.pty_rows = Some(rows);
+        }
+        if let Some((chunks, bytes)) = recording {
+            patch.recording_chunks = Some(chunks);
+            patch.recording_bytes = Some(bytes);
+        }
+        self.inner.store.update_session(id, &patch).await?;
+        Ok(())
+    }
+
+
+    /// Closes every session that `gateway` left open when it stopped: a gateway that (re)starts
+    /// holds no live session, so none of them can still be running. Each spooled recording is
+    /// sealed as `partial` (never silently dropped), and each session is closed with reason
+    /// `gateway_lost` through the state machine, with its audit events. Returns how many sessions
+    /// were closed.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn reconcile_gateway_restart(&self, gateway: &str) -> Result<usize, ControlError> {
+        let open = self
+            .inner
+            .store
+            .list_sessions(&SessionFilter {
+                gateway: Some(gateway.to_owned()),
+                limit: Some(100_000),
+                ..Default::default()
+            })
+            .await?;
+        let mut closed = 0;
+        for r in open {
+            let mut seal = None;
+            if r.recording_mode == "full" {
+                let root = self.inner.config.recordings_root.clone();
+                let sid = r.id.to_string();
+                match tokio::task::spawn_blocking(move || wg_recording::seal_partial(&root, &sid)).await {
+                    Ok(Ok(s)) => {
+                        seal = Some(SealInfo {
+                            chunks: s.chunks,
+                            bytes: s.bytes,
+                            sha256: s.sha256,
+                            status: s.status.as_str().to_owned(),
+                        })
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(session = %r.id, error = %e, "no recording to seal for a lost session")
+                    }
+                    Err(e) => tracing::error!(session = %r.id, error = %e, "sealing task failed"),
+                }
+            }
+            let report = Report {
+                session: r.id.to_string(),
+                state: SessionState::Closed.as_str().to_owned(),
+                time_ms: wg_domain::time::now_millis(),
+                end_reason: Some(EndReason::GatewayLost),
+                end_detail: Some(format!(
+                    "gateway {gateway} stopped while the session was {}",
+                    r.state
+                )),
+                recording: seal,
+                ..Default::default()
+            };
+            match self.report(gateway, report).await {
+                Ok(()) => closed += 1,
+                Err(e) => tracing::warn!(session = %r.id, error = %e, "cannot close a lost session"),
+            }
+        }
+        Ok(closed)
+    }
+}
