@@ -112,11 +112,15 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("closing sessions of the previous run: {e}"))?;
     if orphans > 0 {
-        tracing::warn!(sessions = orphans, "closed sessions left open by the previous run (gateway_lost, recordings sealed as partial)");
+        tracing::warn!(
+            sessions = orphans,
+            "closed sessions left open by the previous run (gateway_lost, recordings sealed as partial)"
+        );
     }
 
     // Gateway, over the same protocol a standalone gateway uses.
-    let gateway_key = keys::load_or_create(&dir.join("gateway_host_ed25519"), "wardengate-gateway")?;
+    let gateway_key =
+        keys::load_or_create(&dir.join("gateway_host_ed25519"), "wardengate-gateway")?;
     let fingerprint = gateway_key
         .public_key()
         .fingerprint(russh::keys::HashAlg::Sha256)
@@ -136,7 +140,14 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     .await?;
     let ssh_addr = gateway.ssh_addr;
 
-    print_welcome(dir, ssh_addr, api_addr, demo_addr, &fingerprint, new_token.as_deref());
+    print_welcome(
+        dir,
+        ssh_addr,
+        api_addr,
+        demo_addr,
+        &fingerprint,
+        new_token.as_deref(),
+    );
 
     wait_for_signal().await;
     eprintln!("wardengate: shutting down");
@@ -199,7 +210,8 @@ async fn start_demo(
     shutdown: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
     let host_key = keys::load_or_create(&dir.join("demo_host_ed25519"), "wardengate-demo-target")?;
-    let client_key = keys::load_or_create(&dir.join("demo_client_ed25519"), "wardengate-demo-account")?;
+    let client_key =
+        keys::load_or_create(&dir.join("demo_client_ed25519"), "wardengate-demo-account")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the demo target")?;
@@ -270,9 +282,15 @@ fn print_welcome(
     let token_file = dir.join("admin.token");
     let mut out = String::new();
     out.push_str("\nWardengate dev is running.\n\n");
-    out.push_str(&format!("  gateway   ssh {ssh}  (host key {fingerprint})\n"));
-    out.push_str(&format!("  API       http://{api}/api/v1  (OpenAPI: /api/v1/openapi.json)\n"));
-    out.push_str(&format!("  demo      target \"demo\" at {demo} (your shell, loopback only)\n"));
+    out.push_str(&format!(
+        "  gateway   ssh {ssh}  (host key {fingerprint})\n"
+    ));
+    out.push_str(&format!(
+        "  API       http://{api}/api/v1  (OpenAPI: /api/v1/openapi.json)\n"
+    ));
+    out.push_str(&format!(
+        "  demo      target \"demo\" at {demo} (your shell, loopback only)\n"
+    ));
     out.push_str(&format!("  data      {}\n", dir.display()));
     if let Some(token) = new_token {
         out.push_str(&format!(
@@ -289,7 +307,9 @@ fn print_welcome(
     } else {
         String::new()
     };
-    out.push_str(&format!("  ssh -p {port}{identity} admin@local:demo@{host}\n"));
+    out.push_str(&format!(
+        "  ssh -p {port}{identity} admin@local:demo@{host}\n"
+    ));
     out.push_str(&format!(
         "  export WGCTL_ADDR=http://{api} WGCTL_TOKEN=$(cat {})\n",
         token_file.display()
@@ -306,13 +326,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -17,8 +17,8 @@ pub(crate) fn generate_ed25519(comment: &str) -> anyhow::Result<PrivateKey> {
     let private = Ed25519PrivateKey::from_bytes(&seed);
     seed.fill(0);
     let keypair = Ed25519Keypair::from(private);
-    let key = PrivateKey::new(KeypairData::Ed25519(keypair), comment)
-        .context("building the key")?;
+    let key =
+        PrivateKey::new(KeypairData::Ed25519(keypair), comment).context("building the key")?;
     Ok(key)
 }
 
@@ -51,7 +51,10 @@ pub(crate) fn write_private_key(path: &Path, key: &PrivateKey) -> anyhow::Result
     let pem = key.to_openssh(LineEnding::LF).context("encoding the key")?;
     wg_control::vault::write_private_file(path, pem.as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
-    let public = key.public_key().to_openssh().context("encoding the public key")?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .context("encoding the public key")?;
     std::fs::write(path.with_extension("pub"), format!("{public}\n"))
         .with_context(|| format!("writing {}.pub", path.display()))?;
     Ok(())
@@ -82,8 +85,8 @@ pub(crate) fn user_public_keys() -> Vec<String> {
 /// # Errors
 /// When the file is unreadable or not a public key.
 pub(crate) fn read_public_key(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let text = text.trim().to_owned();
     if russh::keys::PublicKey::from_openssh(&text).is_err() {
         bail!("{} is not an OpenSSH public key", path.display());

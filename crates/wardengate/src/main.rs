@@ -31,12 +31,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WARDENGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn,sqlx=warn")),
+            tracing_subscriber::EnvFilter::try_from_env("WARDENGATE_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,russh=warn,sqlx=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("wardengate: cannot start the async runtime: {e}");

@@ -12,21 +12,33 @@ use common::{Rig, read, sha256_hex, wait_until};
 fn exec_exit_status_and_separate_streams_match_direct() {
     let rig = Rig::start();
     let via = rig
-        .ssh("alice", "alice@corp:dev1", &["echo out; echo err >&2; exit 42"])
+        .ssh(
+            "alice",
+            "alice@corp:dev1",
+            &["echo out; echo err >&2; exit 42"],
+        )
         .output()
         .unwrap();
     let direct = rig
         .ssh_direct(&["echo out; echo err >&2; exit 42"])
         .output()
         .unwrap();
-    assert_eq!(via.status.code(), Some(42), "{}", String::from_utf8_lossy(&via.stderr));
+    assert_eq!(
+        via.status.code(),
+        Some(42),
+        "{}",
+        String::from_utf8_lossy(&via.stderr)
+    );
     assert_eq!(via.status.code(), direct.status.code());
     assert_eq!(via.stdout, b"out\n");
     assert_eq!(via.stderr, direct.stderr);
     assert_eq!(String::from_utf8_lossy(&via.stderr), "err\n");
 
     // No PTY: `tty` says so, exactly as directly.
-    let via = rig.ssh("alice", "alice@corp:dev1", &["tty"]).output().unwrap();
+    let via = rig
+        .ssh("alice", "alice@corp:dev1", &["tty"])
+        .output()
+        .unwrap();
     let direct = rig.ssh_direct(&["tty"]).output().unwrap();
     assert_eq!(via.stdout, b"not a tty\n");
     assert_eq!(via.stdout, direct.stdout);
@@ -48,14 +60,18 @@ fn exec_exit_status_and_separate_streams_match_direct() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100000");
 
     // The session record carries the exit status.
-    wait_until("a closed session with exit status 42", Duration::from_secs(10), || {
-        let closed = rig.wgctl_json(&["session", "list", "--state", "closed"]);
-        closed["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["exit_status"] == 42 && s["end_reason"] == "client_exit")
-    });
+    wait_until(
+        "a closed session with exit status 42",
+        Duration::from_secs(10),
+        || {
+            let closed = rig.wgctl_json(&["session", "list", "--state", "closed"]);
+            closed["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["exit_status"] == 42 && s["end_reason"] == "client_exit")
+        },
+    );
 }
 
 #[test]
@@ -91,40 +107,44 @@ fn pty_input_window_change_and_exit_code_under_tmux() {
             .unwrap()
     };
     let st = tmux(&["new-session", "-d", "-x", "100", "-y", "30", &shell_cmd]);
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let pane = || String::from_utf8_lossy(&tmux(&["capture-pane", "-p"]).stdout).into_owned();
     let id = rig.wait_one_session();
     tmux(&["send-keys", "echo typed-$((6*7))", "Enter"]);
-    wait_until("typed input to run", Duration::from_secs(10), || pane().contains("typed-42"));
+    wait_until("typed input to run", Duration::from_secs(10), || {
+        pane().contains("typed-42")
+    });
     tmux(&["send-keys", "stty size", "Enter"]);
-    wait_until("stty size 30 100", Duration::from_secs(10), || pane().contains("30 100"));
+    wait_until("stty size 30 100", Duration::from_secs(10), || {
+        pane().contains("30 100")
+    });
     tmux(&["resize-window", "-x", "150", "-y", "50"]);
     std::thread::sleep(Duration::from_millis(300));
     tmux(&["send-keys", "clear; stty size", "Enter"]);
-    wait_until("stty size 50 150", Duration::from_secs(10), || pane().contains("50 150"));
+    wait_until("stty size 50 150", Duration::from_secs(10), || {
+        pane().contains("50 150")
+    });
     let show = rig.session(&id);
     assert!(show["pty"]["term"].as_str().is_some());
     tmux(&["send-keys", "exit 7", "Enter"]);
-    wait_until("ssh to exit", Duration::from_secs(10), || rc_file.exists() && !read(&rc_file).is_empty());
+    wait_until("ssh to exit", Duration::from_secs(10), || {
+        rc_file.exists() && !read(&rc_file).is_empty()
+    });
     assert_eq!(read(&rc_file).trim(), "rc=7");
     let _ = tmux(&["kill-server"]);
     // The recording holds a resize event and the typed input.
     let stream = rig.wgctl_ok(&["recording", "verify", &id]);
     assert!(stream.contains("OK"), "{stream}");
-    let cast = recording_stream(&rig, &id);
-    assert!(cast.contains("\"r\",\"150x50\""), "no resize event in the recording");
+    let cast = rig.recording_stream(&id);
+    assert!(
+        cast.contains("\"r\",\"150x50\""),
+        "no resize event in the recording"
+    );
     assert!(cast.contains("typed-"), "no input/output in the recording");
-}
-
-/// The recording stream of a session, fetched through the API.
-pub fn recording_stream(rig: &Rig, id: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-sSf", "-H", &format!("Authorization: Bearer {}", rig.token)])
-        .arg(format!("{}/api/v1/recordings/{id}/stream", rig.api))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
@@ -163,7 +183,11 @@ fn sftp_scp_and_rsync_round_trip_large_files() {
         .args(["-o", "User=alice@corp:dev1", "127.0.0.1"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "sftp: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sftp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(sha256_hex(&std::fs::read(&remote).unwrap()), want);
     assert_eq!(sha256_hex(&std::fs::read(&back).unwrap()), want);
     std::fs::remove_file(&back).unwrap();
@@ -185,19 +209,37 @@ fn sftp_scp_and_rsync_round_trip_large_files() {
             .arg(format!("127.0.0.1:{}", dest.display()))
             .output()
             .unwrap();
-        assert!(out.status.success(), "scp: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&small).unwrap());
+        assert!(
+            out.status.success(),
+            "scp: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            std::fs::read(&small).unwrap()
+        );
     }
 
     // rsync over ssh.
     let rsync_dest = rig.path("rsync-dest.txt");
-    let e = format!("ssh {} -p {} -l alice@corp:dev1", opts.join(" "), rig.ssh_port);
+    let e = format!(
+        "ssh {} -p {} -l alice@corp:dev1",
+        opts.join(" "),
+        rig.ssh_port
+    );
     let out = Command::new("rsync")
         .args(["-a", "-e", &e])
         .arg(&small)
         .arg(format!("127.0.0.1:{}", rsync_dest.display()))
         .output()
         .unwrap();
-    assert!(out.status.success(), "rsync: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read(&rsync_dest).unwrap(), std::fs::read(&small).unwrap());
+    assert!(
+        out.status.success(),
+        "rsync: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&rsync_dest).unwrap(),
+        std::fs::read(&small).unwrap()
+    );
 }

@@ -25,7 +25,10 @@ fn list_show_and_terminate_a_running_session() {
         .ssh(
             "alice",
             "alice@corp:dev1",
-            &["-tt", "while :; do date +%s.%N; sleep 0.2; done # wg-s4-marker"],
+            &[
+                "-tt",
+                "while :; do date +%s.%N; sleep 0.2; done # wg-s4-marker",
+            ],
         )
         .stdin(Stdio::piped())
         .stdout(std::fs::File::create(&out_file).unwrap())
@@ -33,7 +36,9 @@ fn list_show_and_terminate_a_running_session() {
         .spawn()
         .unwrap();
     let id = rig.wait_one_session();
-    wait_until("output", Duration::from_secs(10), || read(&out_file).lines().count() > 3);
+    wait_until("output", Duration::from_secs(10), || {
+        read(&out_file).lines().count() > 3
+    });
 
     let list = rig.wgctl_ok(&["session", "list"]);
     let mut lines = list.lines();
@@ -42,9 +47,22 @@ fn list_show_and_terminate_a_running_session() {
         "SESSION             ACTOR               TARGET               PROTO  GW        AGE"
     );
     let row = lines.next().unwrap();
-    assert!(row.starts_with(&format!("{id}   alice@corp          dev1                 ssh    gw-dev-1  00:00:")), "{row}");
-    assert!(rig.wgctl_ok(&["session", "list", "--actor", "bob@corp"]).lines().count() == 1);
-    assert!(rig.wgctl_ok(&["session", "list", "--target", "dev1", "--protocol", "ssh"]).contains(&id));
+    assert!(
+        row.starts_with(&format!(
+            "{id}   alice@corp          dev1                 ssh    gw-dev-1  00:00:"
+        )),
+        "{row}"
+    );
+    assert!(
+        rig.wgctl_ok(&["session", "list", "--actor", "bob@corp"])
+            .lines()
+            .count()
+            == 1
+    );
+    assert!(
+        rig.wgctl_ok(&["session", "list", "--target", "dev1", "--protocol", "ssh"])
+            .contains(&id)
+    );
 
     let show = rig.wgctl_ok(&["session", "show", &id]);
     for needle in [
@@ -59,7 +77,11 @@ fn list_show_and_terminate_a_running_session() {
     ] {
         assert!(show.contains(&needle), "missing {needle:?} in\n{show}");
     }
-    assert!(show.lines().any(|l| l.starts_with("client        127.0.0.1  (-)  OpenSSH_")), "{show}");
+    assert!(
+        show.lines()
+            .any(|l| l.starts_with("client        127.0.0.1  (-)  OpenSSH_")),
+        "{show}"
+    );
 
     // Without a reason: refused, the session continues.
     let out = rig.wgctl(&["session", "terminate", &id]);
@@ -75,42 +97,80 @@ fn list_show_and_terminate_a_running_session() {
     assert_eq!(rig.session(&id)["state"], "active");
 
     let t0 = Instant::now();
-    let out = rig.wgctl_ok(&["session", "terminate", &id, "--reason", "policy review - suspected off-hours access"]);
+    let out = rig.wgctl_ok(&[
+        "session",
+        "terminate",
+        &id,
+        "--reason",
+        "policy review - suspected off-hours access",
+    ]);
     let mut lines = out.lines();
-    assert!(lines.next().unwrap().starts_with(&format!("terminated {id} at 20")));
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with(&format!("terminated {id} at 20"))
+    );
     let rec_line = lines.next().unwrap();
-    assert!(rec_line.starts_with("recording  sealed (chunks="), "{rec_line}");
+    assert!(
+        rec_line.starts_with("recording  sealed (chunks="),
+        "{rec_line}"
+    );
     // The client is cut within 2 s, non-zero, with the reason.
     let status = loop {
         if let Some(st) = client.try_wait().unwrap() {
             break st;
         }
-        assert!(t0.elapsed() < Duration::from_secs(2), "client still connected after 2 s");
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "client still connected after 2 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(255));
-    assert!(read(&err_file).contains("policy review - suspected off-hours access"), "{}", read(&err_file));
+    assert!(
+        read(&err_file).contains("policy review - suspected off-hours access"),
+        "{}",
+        read(&err_file)
+    );
     // Both legs are gone: no connection to the target, no remote process.
-    wait_until("target leg closed", Duration::from_secs(2), || rig.target_connections() == 0);
+    wait_until("target leg closed", Duration::from_secs(2), || {
+        rig.target_connections() == 0
+    });
     wait_until("remote loop gone", Duration::from_secs(2), || {
-        !Command::new("pgrep").args(["-f", "wg-s4-marker"]).status().unwrap().success()
+        !Command::new("pgrep")
+            .args(["-f", "wg-s4-marker"])
+            .status()
+            .unwrap()
+            .success()
     });
     assert_eq!(rig.session(&id)["state"], "closed");
     assert!(!rig.wgctl_ok(&["session", "list"]).contains(&id));
 
     // Idempotent, and says so.
     let again = rig.wgctl_ok(&["session", "terminate", &id, "--reason", "again"]);
-    assert!(again.starts_with(&format!("{id} already closed at ")), "{again}");
+    assert!(
+        again.starts_with(&format!("{id} already closed at ")),
+        "{again}"
+    );
 
     // Evidence: order of events, a verifying recording and audit chain.
     let kinds = events(&rig, &id);
-    let pos = |k: &str| kinds.iter().position(|x| x == k).unwrap_or_else(|| panic!("no {k} in {kinds:?}"));
+    let pos = |k: &str| {
+        kinds
+            .iter()
+            .position(|x| x == k)
+            .unwrap_or_else(|| panic!("no {k} in {kinds:?}"))
+    };
     assert!(pos("session.requested") < pos("session.approved"));
     assert!(pos("session.approved") < pos("session.opened"));
     assert!(pos("session.terminated") < pos("recording.sealed"));
     assert!(pos("recording.sealed") < pos("session.closed"));
     assert!(rig.wgctl_ok(&["recording", "verify", &id]).contains(" OK "));
-    assert!(rig.wgctl_ok(&["audit", "verify"]).starts_with("audit chain OK"));
+    assert!(
+        rig.wgctl_ok(&["audit", "verify"])
+            .starts_with("audit chain OK")
+    );
 }
 
 #[test]
@@ -121,7 +181,10 @@ fn termination_loses_no_output() {
         .ssh(
             "alice",
             "alice@corp:dev1",
-            &["-tt", "head -c 5000000 /dev/urandom | base64; echo LAST-MARK; sleep 600"],
+            &[
+                "-tt",
+                "head -c 5000000 /dev/urandom | base64; echo LAST-MARK; sleep 600",
+            ],
         )
         .stdin(Stdio::piped())
         .stdout(std::fs::File::create(&out_file).unwrap())
@@ -129,14 +192,28 @@ fn termination_loses_no_output() {
         .spawn()
         .unwrap();
     let id = rig.wait_one_session();
-    wait_until("LAST-MARK", Duration::from_secs(60), || read(&out_file).contains("LAST-MARK"));
+    wait_until("LAST-MARK", Duration::from_secs(60), || {
+        read(&out_file).contains("LAST-MARK")
+    });
     let out = rig.wgctl_ok(&["session", "terminate", &id, "--reason", "S3"]);
     let _ = client.wait();
-    let seal_hex = out.lines().nth(1).unwrap().rsplit("sha256=").next().unwrap().trim_end_matches(')').to_owned();
+    let seal_hex = out
+        .lines()
+        .nth(1)
+        .unwrap()
+        .rsplit("sha256=")
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_owned();
 
     let received = std::fs::read(&out_file).unwrap();
-    let cast = ssh_relay_stream(&rig, &id);
-    assert_eq!(sha256_hex(cast.as_bytes()), seal_hex, "the seal is the hash of the stream");
+    let cast = rig.recording_stream(&id);
+    assert_eq!(
+        sha256_hex(cast.as_bytes()),
+        seal_hex,
+        "the seal is the hash of the stream"
+    );
     let mut output = String::new();
     for line in cast.lines().skip(1) {
         let ev: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -153,7 +230,10 @@ fn termination_loses_no_output() {
         received.len()
     );
     let kinds = events(&rig, &id);
-    let t = kinds.iter().position(|k| k == "session.terminated").unwrap();
+    let t = kinds
+        .iter()
+        .position(|k| k == "session.terminated")
+        .unwrap();
     let s = kinds.iter().position(|k| k == "recording.sealed").unwrap();
     let c = kinds.iter().position(|k| k == "session.closed").unwrap();
     assert!(t < s && s < c, "{kinds:?}");
@@ -165,21 +245,14 @@ fn termination_loses_no_output() {
     assert_eq!(sealed["details"]["sha256"], seal_hex.as_str());
 }
 
-fn ssh_relay_stream(rig: &Rig, id: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-sSf", "-H", &format!("Authorization: Bearer {}", rig.token)])
-        .arg(format!("{}/api/v1/recordings/{id}/stream", rig.api))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let rig = Rig::start();
     // Unknown target.
-    let out = rig.ssh("alice", "alice@corp:nosuch", &["true"]).output().unwrap();
+    let out = rig
+        .ssh("alice", "alice@corp:nosuch", &["true"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown target \"nosuch\""));
     // Malformed login name.
@@ -187,7 +260,10 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("malformed login name"));
     // A key that is not the actor's.
-    let out = rig.ssh("bob", "alice@corp:dev1", &["true"]).output().unwrap();
+    let out = rig
+        .ssh("bob", "alice@corp:dev1", &["true"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(255));
     // A policy that denies (bob has none): one clear line, a session.denied event, no target login.
     let before = read(&rig.sshd_log).matches("Accepted publickey").count();
@@ -197,12 +273,34 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert!(err.contains("access denied (policy_denied)"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     let denied = rig.wgctl_json(&["audit", "list", "--kind", "session.denied"]);
-    assert!(denied["events"].as_array().unwrap().iter().any(|e| e["actor"] == "bob@corp"));
-    assert_eq!(read(&rig.sshd_log).matches("Accepted publickey").count(), before);
+    assert!(
+        denied["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "bob@corp")
+    );
+    assert_eq!(
+        read(&rig.sshd_log).matches("Accepted publickey").count(),
+        before
+    );
     // Unknown or malformed session IDs.
-    assert_eq!(rig.wgctl(&["session", "show", "sess_000000000000"]).status.code(), Some(3));
-    assert_eq!(rig.wgctl(&["session", "terminate", "sess_000000000000", "--reason", "x"]).status.code(), Some(3));
-    assert_eq!(rig.wgctl(&["session", "show", "nope"]).status.code(), Some(2));
+    assert_eq!(
+        rig.wgctl(&["session", "show", "sess_000000000000"])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(
+        rig.wgctl(&["session", "terminate", "sess_000000000000", "--reason", "x"])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(
+        rig.wgctl(&["session", "show", "nope"]).status.code(),
+        Some(2)
+    );
     // Invalid YAML: the error names line and column and nothing is applied.
     let before = rig.wgctl_ok(&["get", "target", "dev1", "-o", "json"]);
     let bad = rig.path("bad.yaml");
@@ -215,7 +313,10 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line ") && err.contains("column "), "{err}");
-    assert_eq!(rig.wgctl_ok(&["get", "target", "dev1", "-o", "json"]), before);
+    assert_eq!(
+        rig.wgctl_ok(&["get", "target", "dev1", "-o", "json"]),
+        before
+    );
     // The API refuses the same file (server-side validation, not only the CLI's).
     let body = serde_json::json!({"yaml": std::fs::read_to_string(&bad).unwrap()}).to_string();
     let http = Command::new("curl")
@@ -241,7 +342,10 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
 #[test]
 fn state_survives_a_restart_and_the_audit_chain_detects_tampering() {
     let mut rig = Rig::start();
-    let out = rig.ssh("alice", "alice@corp:dev1", &["echo hi"]).output().unwrap();
+    let out = rig
+        .ssh("alice", "alice@corp:dev1", &["echo hi"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let mut id = String::new();
     wait_until("the session to close", Duration::from_secs(10), || {
@@ -257,9 +361,15 @@ fn state_survives_a_restart_and_the_audit_chain_detects_tampering() {
     rig.stop_wardengate();
     rig.start_wardengate();
     assert_eq!(rig.session(&id)["state"], "closed");
-    let out = rig.ssh("alice", "alice@corp:dev1", &["echo again"]).output().unwrap();
+    let out = rig
+        .ssh("alice", "alice@corp:dev1", &["echo again"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "again\n");
-    assert!(rig.wgctl_ok(&["audit", "verify"]).starts_with("audit chain OK"));
+    assert!(
+        rig.wgctl_ok(&["audit", "verify"])
+            .starts_with("audit chain OK")
+    );
     assert!(rig.wgctl_ok(&["recording", "verify", &id]).contains(" OK "));
     rig.stop_wardengate();
 
@@ -277,9 +387,17 @@ fn state_survives_a_restart_and_the_audit_chain_detects_tampering() {
     rig.start_wardengate();
     let out = rig.wgctl(&["audit", "verify"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("edited"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("edited"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // Tamper with a recording chunk: verify must notice.
-    let chunk = rig.data.join("recordings").join(&id).join("chunk-000001.cast");
+    let chunk = rig
+        .data
+        .join("recordings")
+        .join(&id)
+        .join("chunk-000001.cast");
     let mut bytes = std::fs::read(&chunk).unwrap();
     let n = bytes.len();
     bytes[n - 5] ^= 1;

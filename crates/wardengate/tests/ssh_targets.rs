@@ -18,13 +18,26 @@ fn a_target_whose_host_key_differs_from_the_pinned_key_is_refused() {
         rig.public_key("alice"),
     ));
     let before = read(&rig.sshd_log).matches("Accepted publickey").count();
-    let out = rig.ssh("alice", "alice@corp:dev1-wrongkey", &["true"]).output().unwrap();
+    let out = rig
+        .ssh("alice", "alice@corp:dev1-wrongkey", &["true"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not match the pinned key"), "{err}");
     // The account never logged in on the impostor.
-    assert_eq!(read(&rig.sshd_log).matches("Accepted publickey").count(), before);
-    let closed = rig.wgctl_json(&["session", "list", "--state", "closed", "--target", "dev1-wrongkey"]);
+    assert_eq!(
+        read(&rig.sshd_log).matches("Accepted publickey").count(),
+        before
+    );
+    let closed = rig.wgctl_json(&[
+        "session",
+        "list",
+        "--state",
+        "closed",
+        "--target",
+        "dev1-wrongkey",
+    ]);
     assert_eq!(closed["sessions"][0]["end_reason"], "target_error");
 }
 
@@ -36,8 +49,16 @@ fn trust_on_first_use_pins_and_records_the_host_key() {
          accounts: [{{name: root, credential: vault/ssh/dev1}}]\n",
         rig.sshd_port,
     ));
-    let out = rig.ssh("alice", "alice@corp:dev1-tofu", &["echo first"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "first\n", "{}", String::from_utf8_lossy(&out.stderr));
+    let out = rig
+        .ssh("alice", "alice@corp:dev1-tofu", &["echo first"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "first\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let target = rig.wgctl_json(&["get", "target", "dev1-tofu"]);
     let pinned = target["hostKey"].as_str().unwrap_or_default();
     let expected = rig.public_key("sshd_host");
@@ -46,14 +67,24 @@ fn trust_on_first_use_pins_and_records_the_host_key() {
         expected.split_whitespace().take(2).collect::<Vec<_>>()
     );
     let opened = rig.wgctl_json(&["audit", "list", "--kind", "session.opened"]);
-    assert!(opened["events"].as_array().unwrap().iter().any(|e| e["details"]["host_key_pinned"].is_string()));
+    assert!(
+        opened["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["details"]["host_key_pinned"].is_string())
+    );
 }
 
 #[test]
 fn environment_requests_reach_the_target() {
     let rig = Rig::start();
     let out = rig
-        .ssh("alice", "alice@corp:dev1", &["-o", "SetEnv=WG_PROBE=relayed", "echo $WG_PROBE"])
+        .ssh(
+            "alice",
+            "alice@corp:dev1",
+            &["-o", "SetEnv=WG_PROBE=relayed", "echo $WG_PROBE"],
+        )
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "relayed\n");
@@ -64,14 +95,20 @@ fn a_crash_leaves_sessions_closed_as_gateway_lost_with_partial_recordings() {
     let mut rig = Rig::start();
     let out_file = rig.path("client.out");
     let mut client = rig
-        .ssh("alice", "alice@corp:dev1", &["-tt", "echo before-crash; sleep 600"])
+        .ssh(
+            "alice",
+            "alice@corp:dev1",
+            &["-tt", "echo before-crash; sleep 600"],
+        )
         .stdin(Stdio::piped())
         .stdout(std::fs::File::create(&out_file).unwrap())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let id = rig.wait_one_session();
-    wait_until("output", Duration::from_secs(10), || read(&out_file).contains("before-crash"));
+    wait_until("output", Duration::from_secs(10), || {
+        read(&out_file).contains("before-crash")
+    });
     // Let the recorder's 1 s flush put the frames on disk.
     std::thread::sleep(Duration::from_millis(1500));
     rig.crash_wardengate();
@@ -83,10 +120,16 @@ fn a_crash_leaves_sessions_closed_as_gateway_lost_with_partial_recordings() {
     assert_eq!(s["end_reason"], "gateway_lost");
     assert_eq!(s["recording"]["status"], "partial");
     let verify = rig.wgctl_ok(&["recording", "verify", &id]);
-    assert!(verify.contains("OK") && verify.contains("partial"), "{verify}");
+    assert!(
+        verify.contains("OK") && verify.contains("partial"),
+        "{verify}"
+    );
     let played = rig.wgctl_ok(&["recording", "play", &id, "--speed", "1000"]);
     assert!(played.contains("before-crash"), "{played}");
-    assert!(rig.wgctl_ok(&["audit", "verify"]).starts_with("audit chain OK"));
+    assert!(
+        rig.wgctl_ok(&["audit", "verify"])
+            .starts_with("audit chain OK")
+    );
 }
 
 #[test]
@@ -98,8 +141,15 @@ fn the_api_describes_itself_and_requires_a_token() {
         .output()
         .unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for path in ["/api/v1/sessions", "/api/v1/sessions/{id}", "/api/v1/sessions/{id}/terminate"] {
-        assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+    for path in [
+        "/api/v1/sessions",
+        "/api/v1/sessions/{id}",
+        "/api/v1/sessions/{id}/terminate",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
     }
     let code = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])

@@ -102,8 +102,8 @@ impl GatewayRegistry {
         let conn = self.get(gateway).ok_or_else(|| {
             ControlError::unavailable(format!("gateway {gateway} is not connected"))
         })?;
-        let command_id = wg_domain::ids::random_hex(8)
-            .map_err(|e| ControlError::internal(e.to_string()))?;
+        let command_id =
+            wg_domain::ids::random_hex(8).map_err(|e| ControlError::internal(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         self.inner.pending.insert(command_id.clone(), tx);
         let _guard = PendingGuard {
@@ -114,9 +114,10 @@ impl GatewayRegistry {
             command_id: command_id.clone(),
             command: Some(command),
         };
-        conn.tx.send(Ok(msg)).await.map_err(|_| {
-            ControlError::unavailable(format!("gateway {gateway} disconnected"))
-        })?;
+        conn.tx
+            .send(Ok(msg))
+            .await
+            .map_err(|_| ControlError::unavailable(format!("gateway {gateway} disconnected")))?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(_)) => Err(ControlError::unavailable(format!(

@@ -125,13 +125,23 @@ impl GatewayControl for GatewayService {
         let name = req.gateway.clone();
         // Unregister when the stream is dropped (the gateway went away).
         let stream = futures::stream::unfold(
-            (rx, Some(DisconnectGuard { registry, name, generation })),
+            (
+                rx,
+                Some(DisconnectGuard {
+                    registry,
+                    name,
+                    generation,
+                }),
+            ),
             |(mut rx, guard)| async move { rx.recv().await.map(|item| (item, (rx, guard))) },
         );
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn complete_command(&self, request: Request<CommandResult>) -> Result<Response<Ack>, Status> {
+    async fn complete_command(
+        &self,
+        request: Request<CommandResult>,
+    ) -> Result<Response<Ack>, Status> {
         self.authorize(&request)?;
         self.control.gateways().complete(request.into_inner());
         Ok(Response::new(Ack {}))
@@ -212,7 +222,10 @@ impl GatewayControl for GatewayService {
         Ok(Response::new(decision))
     }
 
-    async fn report_session(&self, request: Request<SessionReport>) -> Result<Response<Ack>, Status> {
+    async fn report_session(
+        &self,
+        request: Request<SessionReport>,
+    ) -> Result<Response<Ack>, Status> {
         self.authorize(&request)?;
         let r = request.into_inner();
         let end_reason = if r.end_reason.is_empty() {
@@ -227,7 +240,11 @@ impl GatewayControl for GatewayService {
         let report = Report {
             session: r.session_id,
             state: r.state,
-            time_ms: if r.time_ms > 0 { r.time_ms } else { wg_domain::time::now_millis() },
+            time_ms: if r.time_ms > 0 {
+                r.time_ms
+            } else {
+                wg_domain::time::now_millis()
+            },
             end_reason,
             end_detail: nonempty(r.end_detail),
             exit_status: r.has_exit_status.then_some(r.exit_status),
@@ -235,11 +252,17 @@ impl GatewayControl for GatewayService {
             observed_host_key: nonempty(r.observed_host_key),
             pty: r.pty.map(|p| (p.term, p.cols, p.rows)),
         };
-        self.control.report(&r.gateway, report).await.map_err(status)?;
+        self.control
+            .report(&r.gateway, report)
+            .await
+            .map_err(status)?;
         Ok(Response::new(Ack {}))
     }
 
-    async fn report_progress(&self, request: Request<ProgressBatch>) -> Result<Response<Ack>, Status> {
+    async fn report_progress(
+        &self,
+        request: Request<ProgressBatch>,
+    ) -> Result<Response<Ack>, Status> {
         self.authorize(&request)?;
         let batch = request.into_inner();
         for s in batch.sessions {

@@ -206,7 +206,11 @@ mod tests {
         }
         assert!(v.open_secret("vault/ssh/b", "password", &n, &c).is_err());
         let other = Vault::from_key(&[8u8; 32]).unwrap();
-        assert!(other.open_secret("vault/ssh/a", "password", &n, &c).is_err());
+        assert!(
+            other
+                .open_secret("vault/ssh/a", "password", &n, &c)
+                .is_err()
+        );
     }
 
     #[test]
@@ -218,7 +222,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let v2 = Vault::open(&p).unwrap();
         assert!(v2.open_secret("x", "password", &n, &c).is_ok());

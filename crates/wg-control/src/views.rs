@@ -16,15 +16,14 @@ pub(crate) fn session_view(r: &SessionRecord, now: UnixMillis) -> SessionView {
         }),
         _ => None,
     };
-    let recording = (r.recording_mode != "off" && r.recording_status != "none").then(|| {
-        RecordingInfo {
+    let recording =
+        (r.recording_mode != "off" && r.recording_status != "none").then(|| RecordingInfo {
             mode: r.recording_mode.clone(),
             chunks: r.recording_chunks,
             bytes: r.recording_bytes,
             status: r.recording_status.clone(),
             sha256: r.recording_sha256.clone(),
-        }
-    });
+        });
     let recording = recording.or_else(|| {
         (!r.recording_mode.is_empty()).then(|| RecordingInfo {
             mode: r.recording_mode.clone(),

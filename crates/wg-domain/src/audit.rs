@@ -132,7 +132,16 @@ pub fn chain_hash(
     details_json: &str,
     prev: &str,
 ) -> String {
-    let canonical = serde_json::json!([seq, time_ms, kind, actor, session, reason, details_json, prev]);
+    let canonical = serde_json::json!([
+        seq,
+        time_ms,
+        kind,
+        actor,
+        session,
+        reason,
+        details_json,
+        prev
+    ]);
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
@@ -162,7 +171,9 @@ pub enum ChainError {
         seq: i64,
     },
     /// An event's `prev` is not the previous event's hash (removed, inserted or reordered).
-    #[error("event {seq}: prev does not match the hash of event {prev_seq} (an event was removed or reordered)")]
+    #[error(
+        "event {seq}: prev does not match the hash of event {prev_seq} (an event was removed or reordered)"
+    )]
     Broken {
         /// The event.
         seq: i64,
@@ -180,7 +191,9 @@ pub enum ChainError {
         missing: i64,
     },
     /// The stored chain head does not match the last event (the tail was removed).
-    #[error("the chain head records {head_seq} events but the log ends at {last_seq} (events removed from the end)")]
+    #[error(
+        "the chain head records {head_seq} events but the log ends at {last_seq} (events removed from the end)"
+    )]
     Truncated {
         /// The head's count.
         head_seq: i64,
@@ -256,7 +269,16 @@ mod tests {
         (1..=n)
             .map(|seq| {
                 let details = format!("{{\"n\":{seq}}}");
-                let hash = chain_hash(seq, 1000 + seq, "session.opened", Some("a"), None, None, &details, &prev);
+                let hash = chain_hash(
+                    seq,
+                    1000 + seq,
+                    "session.opened",
+                    Some("a"),
+                    None,
+                    None,
+                    &details,
+                    &prev,
+                );
                 let e = AuditEvent {
                     seq,
                     time_ms: 1000 + seq,
@@ -290,13 +312,22 @@ mod tests {
 
         let mut edited = c.clone();
         edited[2].reason = Some("changed".into());
-        assert_eq!(verify(&edited, (head.0, &head.1)), Err(ChainError::Edited { seq: 3 }));
+        assert_eq!(
+            verify(&edited, (head.0, &head.1)),
+            Err(ChainError::Edited { seq: 3 })
+        );
 
         let mut removed = c.clone();
         removed.remove(2);
-        assert!(matches!(verify(&removed, (head.0, &head.1)), Err(ChainError::Gap { seq: 4, .. })));
+        assert!(matches!(
+            verify(&removed, (head.0, &head.1)),
+            Err(ChainError::Gap { seq: 4, .. })
+        ));
 
         let truncated = &c[..4];
-        assert!(matches!(verify(truncated, (head.0, &head.1)), Err(ChainError::Truncated { .. })));
+        assert!(matches!(
+            verify(truncated, (head.0, &head.1)),
+            Err(ChainError::Truncated { .. })
+        ));
     }
 }

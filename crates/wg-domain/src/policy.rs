@@ -222,7 +222,10 @@ pub fn evaluate(req: AccessRequest<'_>, policies: &[Policy]) -> Result<Admission
             }
         }
     };
-    let Some(policy) = matching.into_iter().find(|p| account_permitted(p, &account)) else {
+    let Some(policy) = matching
+        .into_iter()
+        .find(|p| account_permitted(p, &account))
+    else {
         return Err(Denial::AccountNotPermitted {
             actor: req.subject.name.to_owned(),
             target: target.name.clone(),
@@ -307,7 +310,12 @@ mfa: required
         (targets, policies)
     }
 
-    fn req<'a>(name: &'a str, groups: &'a [String], t: &'a Target, acct: Option<&'a str>) -> AccessRequest<'a> {
+    fn req<'a>(
+        name: &'a str,
+        groups: &'a [String],
+        t: &'a Target,
+        acct: Option<&'a str>,
+    ) -> AccessRequest<'a> {
         AccessRequest {
             subject: Subject { name, groups },
             target: t,
@@ -348,6 +356,9 @@ mfa: required
         ));
         let mut pg = req("alice@corp", &none, &t[0], None);
         pg.protocol = Protocol::Pg;
-        assert!(matches!(evaluate(pg, &p), Err(Denial::ProtocolMismatch { .. })));
+        assert!(matches!(
+            evaluate(pg, &p),
+            Err(Denial::ProtocolMismatch { .. })
+        ));
     }
 }

@@ -511,9 +511,7 @@ impl Resource {
                     match s.split_once(':') {
                         Some(("group" | "user", rest)) if !rest.is_empty() => {}
                         _ => {
-                            return Err(format!(
-                                "subject {s:?} must be group:NAME or user:NAME"
-                            ));
+                            return Err(format!("subject {s:?} must be group:NAME or user:NAME"));
                         }
                     }
                 }
@@ -529,7 +527,9 @@ impl Resource {
             }
             Resource::Limits(l) => {
                 if l.name != "default" {
-                    return Err("limits must be named default (there is one limits resource)".into());
+                    return Err(
+                        "limits must be named default (there is one limits resource)".into(),
+                    );
                 }
             }
         }
@@ -557,7 +557,9 @@ fn check_address(addr: &str) -> Result<(), String> {
         .rsplit_once(':')
         .ok_or_else(|| format!("address {addr:?} must be host:port"))?;
     if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(format!("address {addr:?} must be host:port with a port 1-65535"));
+        return Err(format!(
+            "address {addr:?} must be host:port with a port 1-65535"
+        ));
     }
     Ok(())
 }
@@ -568,8 +570,14 @@ fn check_public_key_text(text: &str) -> Result<(), String> {
     let mut parts = text.split_whitespace();
     let algo = parts.next().unwrap_or("");
     let blob = parts.next().unwrap_or("");
-    let known = algo.starts_with("ssh-") || algo.starts_with("ecdsa-sha2-") || algo.starts_with("sk-");
-    if !known || blob.len() < 16 || !blob.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)) {
+    let known =
+        algo.starts_with("ssh-") || algo.starts_with("ecdsa-sha2-") || algo.starts_with("sk-");
+    if !known
+        || blob.len() < 16
+        || !blob
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+    {
         return Err(format!(
             "{:?} is not an OpenSSH public key (expected e.g. \"ssh-ed25519 AAAA... comment\")",
             text.chars().take(40).collect::<String>()
@@ -669,7 +677,11 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ParseError> {
         resource.validate().map_err(|message| ParseError {
             line: Some(first_line),
             column: Some(1),
-            message: format!("{} {:?}: {message}", resource.kind().as_str(), resource.name()),
+            message: format!(
+                "{} {:?}: {message}",
+                resource.kind().as_str(),
+                resource.name()
+            ),
         })?;
         out.push(resource);
     }
@@ -799,14 +811,29 @@ maxSessionsPerTarget: 5
     #[test]
     fn invalid_values_are_rejected() {
         for (text, needle) in [
-            ("kind: target\nname: t\naddress: nohost\nprotocol: ssh\n", "host:port"),
-            ("kind: target\nname: t\naddress: h:22\nprotocol: telnet\n", "telnet"),
-            ("kind: policy\nname: p\nsubjects: [alice]\ntargets: {names: [t]}\n", "group:NAME"),
+            (
+                "kind: target\nname: t\naddress: nohost\nprotocol: ssh\n",
+                "host:port",
+            ),
+            (
+                "kind: target\nname: t\naddress: h:22\nprotocol: telnet\n",
+                "telnet",
+            ),
+            (
+                "kind: policy\nname: p\nsubjects: [alice]\ntargets: {names: [t]}\n",
+                "group:NAME",
+            ),
             ("kind: widget\nname: w\n", "unknown kind"),
             ("name: w\n", "no `kind`"),
             ("kind: user\nname: a:b\n", "must not contain"),
-            ("kind: user\nname: a\nsshKeys: [\"hello\"]\n", "not an OpenSSH public key"),
-            ("kind: policy\nname: p\nsubjects: [user:a]\ntargets: {names: [t]}\nidle: {timeout: soon}\n", "invalid duration"),
+            (
+                "kind: user\nname: a\nsshKeys: [\"hello\"]\n",
+                "not an OpenSSH public key",
+            ),
+            (
+                "kind: policy\nname: p\nsubjects: [user:a]\ntargets: {names: [t]}\nidle: {timeout: soon}\n",
+                "invalid duration",
+            ),
         ] {
             let e = parse_documents(text).unwrap_err();
             assert!(e.to_string().contains(needle), "{text}: {e}");

@@ -8,8 +8,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use wg_proto::v1::gateway_control_client::GatewayControlClient;
 use wg_proto::v1::{
-    AuthenticateActorRequest, CommandResult, CommandStreamRequest, ProgressBatch,
-    SessionDecision, SessionReport, SessionRequest, gateway_command,
+    AuthenticateActorRequest, CommandResult, CommandStreamRequest, ProgressBatch, SessionDecision,
+    SessionReport, SessionRequest, gateway_command,
 };
 
 use crate::runtime::Runtime;
@@ -220,7 +220,10 @@ async fn execute(control: ControlClient, runtime: Arc<Runtime>, cmd: wg_proto::v
     };
     match cmd.command {
         Some(gateway_command::Command::Terminate(t)) => {
-            match runtime.terminate(&t.session_id, &t.operator, &t.reason).await {
+            match runtime
+                .terminate(&t.session_id, &t.operator, &t.reason)
+                .await
+            {
                 Some(outcome) => {
                     result.ok = true;
                     result.seal = outcome.seal.map(|s| wg_proto::v1::RecordingProgress {

@@ -118,11 +118,11 @@ impl LiveSession {
 
     /// Notes a window change.
     pub fn resize(&self, cols: u32, rows: u32) {
-        if let Ok(mut p) = self.pty.lock() {
-            if let Some(p) = p.as_mut() {
-                p.1 = cols;
-                p.2 = rows;
-            }
+        if let Ok(mut p) = self.pty.lock()
+            && let Some(p) = p.as_mut()
+        {
+            p.1 = cols;
+            p.2 = rows;
         }
         self.pty_dirty.store(true, Ordering::Relaxed);
     }
@@ -137,7 +137,10 @@ impl LiveSession {
     /// # Errors
     /// The recorder's start error: a session whose mandatory recording cannot start must not
     /// proceed.
-    pub async fn recorder<F, Fut>(&self, start: F) -> Result<Option<&Recorder>, wg_recording::RecordingError>
+    pub async fn recorder<F, Fut>(
+        &self,
+        start: F,
+    ) -> Result<Option<&Recorder>, wg_recording::RecordingError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Recorder, wg_recording::RecordingError>>,
@@ -265,25 +268,25 @@ impl Runtime {
                 p.last_input_ms = last;
                 changed = true;
             }
-            if s.pty_dirty.swap(false, Ordering::Relaxed) {
-                if let Some((term, cols, rows)) = s.pty() {
-                    p.pty = Some(Pty { term, cols, rows });
-                    changed = true;
-                }
+            if s.pty_dirty.swap(false, Ordering::Relaxed)
+                && let Some((term, cols, rows)) = s.pty()
+            {
+                p.pty = Some(Pty { term, cols, rows });
+                changed = true;
             }
             if let Some(rec) = s.started_recorder() {
                 let pr = rec.progress();
-                if let Ok(mut last) = s.reported_recording.lock() {
-                    if *last != (pr.chunks, pr.bytes) {
-                        *last = (pr.chunks, pr.bytes);
-                        p.recording = Some(RecordingProgress {
-                            chunks: pr.chunks,
-                            bytes: pr.bytes,
-                            status: "recording".into(),
-                            sha256: String::new(),
-                        });
-                        changed = true;
-                    }
+                if let Ok(mut last) = s.reported_recording.lock()
+                    && *last != (pr.chunks, pr.bytes)
+                {
+                    *last = (pr.chunks, pr.bytes);
+                    p.recording = Some(RecordingProgress {
+                        chunks: pr.chunks,
+                        bytes: pr.bytes,
+                        status: "recording".into(),
+                        sha256: String::new(),
+                    });
+                    changed = true;
                 }
             }
             if changed {

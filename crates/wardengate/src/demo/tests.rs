@@ -334,8 +334,18 @@ async fn children_start_with_default_signal_dispositions() {
         .ssh(&[], "sed -n 's/^SigIgn:[[:space:]]*//p' /proc/self/status")
         .await;
     let ignored = u64::from_str_radix(stdout(&out).trim(), 16).unwrap();
-    for signal in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGPIPE] {
-        assert_eq!(ignored & (1 << (signal - 1)), 0, "signal {signal} is ignored");
+    for signal in [
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGTERM,
+        libc::SIGPIPE,
+    ] {
+        assert_eq!(
+            ignored & (1 << (signal - 1)),
+            0,
+            "signal {signal} is ignored"
+        );
     }
     target.stop().await;
 }
@@ -701,14 +711,4 @@ async fn shutdown_kills_running_sessions() {
     let pid: u32 = seen.split_whitespace().nth(1).unwrap().parse().unwrap();
     target.stop().await;
     assert!(process_gone(pid), "process {pid} survived shutdown");
-}
-
-#[tokio::test]
-#[ignore]
-async fn zz_manual_server() {
-    let target = Target::start().await;
-    std::fs::copy(&target.key_path, "/tmp/demo_manual_key").unwrap();
-    std::fs::write("/tmp/demo_manual_port", target.addr.port().to_string()).unwrap();
-    tokio::time::sleep(Duration::from_secs(240)).await;
-    target.stop().await;
 }

@@ -75,7 +75,11 @@ impl Rig {
         // The target: a stock sshd on a loopback port.
         std::fs::create_dir_all("/run/sshd").ok();
         let sshd_port = free_port();
-        std::fs::copy(root.join("target_account.pub"), root.join("authorized_keys")).unwrap();
+        std::fs::copy(
+            root.join("target_account.pub"),
+            root.join("authorized_keys"),
+        )
+        .unwrap();
         let sshd_log = root.join("sshd.log");
         let config = format!(
             "Port {sshd_port}\nListenAddress 127.0.0.1\nHostKey {root}/sshd_host\n\
@@ -122,7 +126,11 @@ impl Rig {
             "--private-key-file",
             rig.path("target_account").to_str().unwrap(),
         ]);
-        assert!(out.status.success(), "vault put: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "vault put: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         rig
     }
 
@@ -171,7 +179,11 @@ recording: full
 
     /// (Re)starts `wardengate dev` on the rig's data directory.
     pub fn start_wardengate(&mut self) {
-        let port = if self.ssh_port == 0 { free_port() } else { self.ssh_port };
+        let port = if self.ssh_port == 0 {
+            free_port()
+        } else {
+            self.ssh_port
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_wardengate"))
             .args(["dev", "--data-dir"])
             .arg(&self.data)
@@ -199,7 +211,6 @@ recording: full
                 let t = line.trim();
                 if let Some(rest) = t.strip_prefix("API") {
                     api = rest
-                        .trim()
                         .split_whitespace()
                         .next()
                         .unwrap_or("")
@@ -215,7 +226,10 @@ recording: full
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
-                panic!("wardengate dev did not start:\n{}", read(&self.wardengate_log));
+                panic!(
+                    "wardengate dev did not start:\n{}",
+                    read(&self.wardengate_log)
+                );
             }
         };
         self.api = api;
@@ -370,13 +384,41 @@ recording: full
         ]
     }
 
+    /// The recording stream (asciicast v2) of a session, fetched through the REST API.
+    pub fn recording_stream(&self, id: &str) -> String {
+        let out = Command::new("curl")
+            .args([
+                "-sSf",
+                "-H",
+                &format!("Authorization: Bearer {}", self.token),
+            ])
+            .arg(format!("{}/api/v1/recordings/{id}/stream", self.api))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// Established TCP connections from anywhere to the target sshd.
     pub fn target_connections(&self) -> usize {
         let out = Command::new("ss")
-            .args(["-Htn", "state", "established", "dport", &format!("= :{}", self.sshd_port)])
+            .args([
+                "-Htn",
+                "state",
+                "established",
+                "dport",
+                &format!("= :{}", self.sshd_port),
+            ])
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
     }
 }
 

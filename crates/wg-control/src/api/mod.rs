@@ -56,8 +56,14 @@ pub fn router(control: ControlPlane) -> Router {
         .route("/api/v1/sessions", get(sessions::list))
         .route("/api/v1/sessions/{id}", get(sessions::show))
         .route("/api/v1/sessions/{id}/terminate", post(sessions::terminate))
-        .route("/api/v1/recordings/{id}/verify", get(sessions::recording_verify))
-        .route("/api/v1/recordings/{id}/stream", get(sessions::recording_stream))
+        .route(
+            "/api/v1/recordings/{id}/verify",
+            get(sessions::recording_verify),
+        )
+        .route(
+            "/api/v1/recordings/{id}/stream",
+            get(sessions::recording_stream),
+        )
         .route("/api/v1/audit", get(sessions::audit_list))
         .route("/api/v1/audit/verify", get(sessions::audit_verify))
         .route("/api/v1/apply", post(resources::apply))
@@ -68,15 +74,15 @@ pub fn router(control: ControlPlane) -> Router {
         )
         .route("/api/v1/vault", get(resources::vault_list))
         .route("/api/v1/vault/{*path}", put(resources::vault_put))
-        .fallback(|| async {
-            ApiError(ControlError::not_found("no such API route"))
-        })
+        .fallback(|| async { ApiError(ControlError::not_found("no such API route")) })
         .with_state(state)
 }
 
 /// Parses a JSON body ourselves so that a malformed or missing body gets our error shape.
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
-        ApiError(ControlError::bad_request(format!("invalid {what} body: {e}")))
+        ApiError(ControlError::bad_request(format!(
+            "invalid {what} body: {e}"
+        )))
     })
 }

@@ -1,10 +1,9 @@
 //! Resources, the vault, the audit log and recording access.
 
-
 use serde_json::json;
+use wg_domain::SessionId;
 use wg_domain::audit::{NewAuditEvent, kinds};
 use wg_domain::time::{now_millis, rfc3339};
-use wg_domain::SessionId;
 
 use super::*;
 use crate::ControlError;
@@ -16,7 +15,11 @@ impl ControlPlane {
     ///
     /// # Errors
     /// `bad_request` naming the line and column of the first problem.
-    pub async fn apply(&self, yaml: &str, actor: &str) -> Result<Vec<AppliedResource>, ControlError> {
+    pub async fn apply(
+        &self,
+        yaml: &str,
+        actor: &str,
+    ) -> Result<Vec<AppliedResource>, ControlError> {
         let resources = wg_domain::resources::parse_documents(yaml)
             .map_err(|e| ControlError::bad_request(e.to_string()))?;
         if resources.is_empty() {
@@ -49,11 +52,19 @@ impl ControlPlane {
     ///
     /// # Errors
     /// `not_found`.
-    pub async fn delete_resource(&self, kind: Kind, name: &str, actor: &str) -> Result<(), ControlError> {
+    pub async fn delete_resource(
+        &self,
+        kind: Kind,
+        name: &str,
+        actor: &str,
+    ) -> Result<(), ControlError> {
         if self.inner.store.delete_resource(kind, name, actor).await? {
             Ok(())
         } else {
-            Err(ControlError::not_found(format!("no {} named {name:?}", kind.as_str())))
+            Err(ControlError::not_found(format!(
+                "no {} named {name:?}",
+                kind.as_str()
+            )))
         }
     }
 
@@ -61,10 +72,18 @@ impl ControlPlane {
     ///
     /// # Errors
     /// `bad_request` for a bad path, kind or key format.
-    pub async fn vault_put(&self, path: &str, kind: &str, secret: &str, actor: &str) -> Result<VaultEntry, ControlError> {
+    pub async fn vault_put(
+        &self,
+        path: &str,
+        kind: &str,
+        secret: &str,
+        actor: &str,
+    ) -> Result<VaultEntry, ControlError> {
         if !path.starts_with("vault/")
             || path.len() < 7
-            || path.split('/').any(|p| p.is_empty() || p == "." || p == "..")
+            || path
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..")
         {
             return Err(ControlError::bad_request(format!(
                 "vault path {path:?} must look like vault/ssh/NAME"
@@ -72,7 +91,8 @@ impl ControlPlane {
         }
         match kind {
             "password" if !secret.is_empty() => {}
-            "private_key" if secret.contains("-----BEGIN") && secret.contains("PRIVATE KEY-----") => {}
+            "private_key"
+                if secret.contains("-----BEGIN") && secret.contains("PRIVATE KEY-----") => {}
             "password" => return Err(ControlError::bad_request("the password is empty")),
             "private_key" => {
                 return Err(ControlError::bad_request(
@@ -132,7 +152,11 @@ impl ControlPlane {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn audit_list(&self, session: Option<String>, kind: Option<String>) -> Result<Vec<AuditEventView>, ControlError> {
+    pub async fn audit_list(
+        &self,
+        session: Option<String>,
+        kind: Option<String>,
+    ) -> Result<Vec<AuditEventView>, ControlError> {
         let filter = AuditFilter {
             session,
             kind,
@@ -197,7 +221,12 @@ impl ControlPlane {
         }
     }
 
-    async fn recording_accessed(&self, id: SessionId, operator: &str, how: &str) -> Result<(), ControlError> {
+    async fn recording_accessed(
+        &self,
+        id: SessionId,
+        operator: &str,
+        how: &str,
+    ) -> Result<(), ControlError> {
         self.inner
             .store
             .append_audit(
@@ -214,7 +243,11 @@ impl ControlPlane {
     ///
     /// # Errors
     /// `not_found` when the session or its recording does not exist.
-    pub async fn recording_verify(&self, id: &str, operator: &str) -> Result<RecordingVerify, ControlError> {
+    pub async fn recording_verify(
+        &self,
+        id: &str,
+        operator: &str,
+    ) -> Result<RecordingVerify, ControlError> {
         let id = parse_session_id(id)?;
         self.require_recording(id).await?;
         self.recording_accessed(id, operator, "verify").await?;
@@ -238,15 +271,21 @@ impl ControlPlane {
     ///
     /// # Errors
     /// `not_found` when the session or its recording does not exist.
-    pub async fn recording_stream(&self, id: &str, operator: &str) -> Result<Vec<u8>, ControlError> {
+    pub async fn recording_stream(
+        &self,
+        id: &str,
+        operator: &str,
+    ) -> Result<Vec<u8>, ControlError> {
         let id = parse_session_id(id)?;
         self.require_recording(id).await?;
         self.recording_accessed(id, operator, "play").await?;
         let root = self.inner.config.recordings_root.clone();
         let sid = id.to_string();
-        Ok(tokio::task::spawn_blocking(move || wg_recording::read_stream(&root, &sid))
-            .await
-            .map_err(|e| ControlError::internal(e.to_string()))??)
+        Ok(
+            tokio::task::spawn_blocking(move || wg_recording::read_stream(&root, &sid))
+                .await
+                .map_err(|e| ControlError::internal(e.to_string()))??,
+        )
     }
 
     async fn require_recording(&self, id: SessionId) -> Result<SessionRecord, ControlError> {
@@ -257,7 +296,9 @@ impl ControlPlane {
             .await?
             .ok_or_else(|| ControlError::not_found(format!("no session {id}")))?;
         if r.recording_mode != "full" || r.recording_status == "none" {
-            return Err(ControlError::not_found(format!("session {id} has no recording")));
+            return Err(ControlError::not_found(format!(
+                "session {id} has no recording"
+            )));
         }
         Ok(r)
     }

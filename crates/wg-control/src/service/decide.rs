@@ -1,6 +1,5 @@
 //! Access decisions (PRODUCT.md §4): requested → approved, or closed as denied.
 
-
 use serde_json::json;
 use wg_domain::audit::{NewAuditEvent, kinds};
 use wg_domain::lifecycle::{EndReason, SessionState};
@@ -21,10 +20,12 @@ impl ControlPlane {
             session: None,
             error,
         };
-        let protocol: Protocol = ask
-            .protocol
-            .parse()
-            .map_err(|e: wg_domain::lifecycle::UnknownName| deny(ControlError::bad_request(e.to_string())))?;
+        let protocol: Protocol =
+            ask.protocol
+                .parse()
+                .map_err(|e: wg_domain::lifecycle::UnknownName| {
+                    deny(ControlError::bad_request(e.to_string()))
+                })?;
         let id = SessionId::generate().map_err(|e| deny(ControlError::internal(e.to_string())))?;
         let groups = self.actor_groups(&ask.actor).await.map_err(deny)?;
         let now = now_millis();
@@ -221,7 +222,13 @@ impl ControlPlane {
                 "vault_path": admission.credential, "recording": admission.recording.as_str(),
             }));
         let moved = store
-            .transition_session(id, SessionState::Requested, SessionState::Approved, &patch, &[approved])
+            .transition_session(
+                id,
+                SessionState::Requested,
+                SessionState::Approved,
+                &patch,
+                &[approved],
+            )
             .await
             .map_err(|e| fail(e.into()))?;
         if !moved {
@@ -243,5 +250,4 @@ impl ControlPlane {
             policy: admission.policy,
         })
     }
-
 }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use wg_domain::SessionId;
 use wg_domain::api::{
     AppliedResource, AuditEventView, AuditVerify, RecordingVerify, SealInfo, SessionView,
     TerminateResponse, VaultEntry,
@@ -21,14 +22,13 @@ use wg_domain::lifecycle::{EndReason, SessionState};
 use wg_domain::policy::{self, AccessRequest, Subject};
 use wg_domain::resources::{Kind, Protocol, Resource, Role};
 use wg_domain::time::{UnixMillis, now_millis, rfc3339};
-use wg_domain::SessionId;
 use wg_proto::v1::gateway_command;
 use wg_store::{AuditFilter, SealedSecret, SessionFilter, SessionPatch, SessionRecord, Store};
 
+use crate::ControlError;
 use crate::gateways::GatewayRegistry;
 use crate::vault::{Secret, Vault};
 use crate::views::{audit_view, session_view};
-use crate::ControlError;
 
 /// Control-plane settings.
 #[derive(Debug, Clone)]
@@ -196,9 +196,16 @@ impl ControlPlane {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn bootstrap_admin(&self, ssh_keys: Vec<String>) -> Result<Option<String>, ControlError> {
+    pub async fn bootstrap_admin(
+        &self,
+        ssh_keys: Vec<String>,
+    ) -> Result<Option<String>, ControlError> {
         let store = &self.inner.store;
-        if store.get_resource(Kind::User, BOOTSTRAP_ADMIN).await?.is_some() {
+        if store
+            .get_resource(Kind::User, BOOTSTRAP_ADMIN)
+            .await?
+            .is_some()
+        {
             return Ok(None);
         }
         let user = Resource::User(wg_domain::resources::User {
@@ -229,11 +236,24 @@ impl ControlPlane {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn principal_for_token(&self, token: &str) -> Result<Option<(String, Option<Role>)>, ControlError> {
-        let Some(rec) = self.inner.store.get_token(&sha256_hex(token.as_bytes())).await? else {
+    pub async fn principal_for_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<(String, Option<Role>)>, ControlError> {
+        let Some(rec) = self
+            .inner
+            .store
+            .get_token(&sha256_hex(token.as_bytes()))
+            .await?
+        else {
             return Ok(None);
         };
-        let role = match self.inner.store.get_resource(Kind::User, &rec.principal).await? {
+        let role = match self
+            .inner
+            .store
+            .get_resource(Kind::User, &rec.principal)
+            .await?
+        {
             Some(Resource::User(u)) => u.role,
             _ => None,
         };
@@ -262,7 +282,10 @@ impl ControlPlane {
                     Resource::ServicePrincipal(s) => (s.name, s.groups, s.ssh_keys),
                     _ => continue,
                 };
-                if keys.iter().any(|k| key_identity(k).as_ref() == Some(&wanted)) {
+                if keys
+                    .iter()
+                    .any(|k| key_identity(k).as_ref() == Some(&wanted))
+                {
                     owners.push((name, groups));
                 }
             }
@@ -275,22 +298,22 @@ impl ControlPlane {
     }
 
     async fn actor_groups(&self, actor: &str) -> Result<Vec<String>, ControlError> {
-        Ok(match self.inner.store.get_resource(Kind::User, actor).await? {
-            Some(Resource::User(u)) => u.groups,
-            _ => match self
-                .inner
-                .store
-                .get_resource(Kind::ServicePrincipal, actor)
-                .await?
-            {
-                Some(Resource::ServicePrincipal(s)) => s.groups,
-                _ => Vec::new(),
+        Ok(
+            match self.inner.store.get_resource(Kind::User, actor).await? {
+                Some(Resource::User(u)) => u.groups,
+                _ => match self
+                    .inner
+                    .store
+                    .get_resource(Kind::ServicePrincipal, actor)
+                    .await?
+                {
+                    Some(Resource::ServicePrincipal(s)) => s.groups,
+                    _ => Vec::new(),
+                },
             },
-        })
+        )
     }
-
 }
-
 
 fn parse_session_id(id: &str) -> Result<SessionId, ControlError> {
     id.parse()

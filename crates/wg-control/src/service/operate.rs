@@ -1,11 +1,10 @@
 //! Operator actions on sessions: list, show, terminate.
 
-
 use serde_json::json;
+use wg_domain::SessionId;
 use wg_domain::audit::{NewAuditEvent, kinds};
 use wg_domain::lifecycle::{EndReason, SessionState};
 use wg_domain::time::now_millis;
-use wg_domain::SessionId;
 
 use super::*;
 use crate::ControlError;
@@ -106,7 +105,13 @@ impl ControlPlane {
                         .session(id)
                         .details(json!({"end_reason": "terminated"}));
                     if store
-                        .transition_session(id, cur.state, SessionState::Closed, &p, &[terminated_ev(), closed])
+                        .transition_session(
+                            id,
+                            cur.state,
+                            SessionState::Closed,
+                            &p,
+                            &[terminated_ev(), closed],
+                        )
                         .await?
                     {
                         return self.await_closed(id, true).await;
@@ -114,7 +119,13 @@ impl ControlPlane {
                 }
                 from => {
                     if store
-                        .transition_session(id, from, SessionState::Closing, &patch, &[terminated_ev()])
+                        .transition_session(
+                            id,
+                            from,
+                            SessionState::Closing,
+                            &patch,
+                            &[terminated_ev()],
+                        )
                         .await?
                     {
                         break cur;
@@ -148,15 +159,19 @@ impl ControlPlane {
     }
 
     /// Waits (up to the terminate timeout) for a closing session to be reported closed.
-    async fn await_closed(&self, id: SessionId, won: bool) -> Result<TerminateResponse, ControlError> {
+    async fn await_closed(
+        &self,
+        id: SessionId,
+        won: bool,
+    ) -> Result<TerminateResponse, ControlError> {
         let deadline = tokio::time::Instant::now() + self.inner.config.terminate_timeout;
         loop {
-            if let Some(r) = self.inner.store.get_session(id).await? {
-                if r.state.is_closed() {
-                    let mut resp = already_closed(&r);
-                    resp.already_closed = !won;
-                    return Ok(resp);
-                }
+            if let Some(r) = self.inner.store.get_session(id).await?
+                && r.state.is_closed()
+            {
+                let mut resp = already_closed(&r);
+                resp.already_closed = !won;
+                return Ok(resp);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ControlError::unavailable(format!(
@@ -167,5 +182,4 @@ impl ControlPlane {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-
 }

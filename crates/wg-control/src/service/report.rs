@@ -1,6 +1,5 @@
 //! Gateway lifecycle and progress reports, walked through the state machine.
 
-
 use serde_json::json;
 use wg_domain::audit::{NewAuditEvent, kinds};
 use wg_domain::lifecycle::{EndReason, SessionState};
@@ -24,10 +23,13 @@ impl ControlPlane {
             .session
             .parse()
             .map_err(|e: wg_domain::ids::BadSessionId| ControlError::bad_request(e.to_string()))?;
-        let to: SessionState = report
-            .state
-            .parse()
-            .map_err(|e: wg_domain::lifecycle::UnknownName| ControlError::bad_request(e.to_string()))?;
+        let to: SessionState =
+            report
+                .state
+                .parse()
+                .map_err(|e: wg_domain::lifecycle::UnknownName| {
+                    ControlError::bad_request(e.to_string())
+                })?;
         for _attempt in 0..5 {
             let Some(cur) = self.inner.store.get_session(id).await? else {
                 return Err(ControlError::not_found(format!("no session {id}")));
@@ -103,10 +105,10 @@ impl ControlPlane {
                     "target": cur.target, "target_address": cur.target_address,
                     "account": cur.account, "gateway": cur.gateway,
                 });
-                if let Some(key) = &report.observed_host_key {
-                    if self.pin_host_key(&cur.target, key).await? {
-                        details["host_key_pinned"] = json!(key);
-                    }
+                if let Some(key) = &report.observed_host_key
+                    && self.pin_host_key(&cur.target, key).await?
+                {
+                    details["host_key_pinned"] = json!(key);
                 }
                 events.push(ev(kinds::SESSION_OPENED).details(details));
             }
@@ -148,14 +150,14 @@ impl ControlPlane {
     /// it pinned.
     async fn pin_host_key(&self, target: &str, key: &str) -> Result<bool, ControlError> {
         let store = &self.inner.store;
-        if let Some(Resource::Target(mut t)) = store.get_resource(Kind::Target, target).await? {
-            if t.host_key.is_none() {
-                t.host_key = Some(key.to_owned());
-                store
-                    .apply_resources(&[Resource::Target(t)], "system:trust-on-first-use")
-                    .await?;
-                return Ok(true);
-            }
+        if let Some(Resource::Target(mut t)) = store.get_resource(Kind::Target, target).await?
+            && t.host_key.is_none()
+        {
+            t.host_key = Some(key.to_owned());
+            store
+                .apply_resources(&[Resource::Target(t)], "system:trust-on-first-use")
+                .await?;
+            return Ok(true);
         }
         Ok(false)
     }
@@ -191,7 +193,6 @@ impl ControlPlane {
         Ok(())
     }
 
-
     /// Closes every session that `gateway` left open when it stopped: a gateway that (re)starts
     /// holds no live session, so none of them can still be running. Each spooled recording is
     /// sealed as `partial` (never silently dropped), and each session is closed with reason
@@ -216,7 +217,9 @@ impl ControlPlane {
             if r.recording_mode == "full" {
                 let root = self.inner.config.recordings_root.clone();
                 let sid = r.id.to_string();
-                match tokio::task::spawn_blocking(move || wg_recording::seal_partial(&root, &sid)).await {
+                match tokio::task::spawn_blocking(move || wg_recording::seal_partial(&root, &sid))
+                    .await
+                {
                     Ok(Ok(s)) => {
                         seal = Some(SealInfo {
                             chunks: s.chunks,
@@ -245,7 +248,9 @@ impl ControlPlane {
             };
             match self.report(gateway, report).await {
                 Ok(()) => closed += 1,
-                Err(e) => tracing::warn!(session = %r.id, error = %e, "cannot close a lost session"),
+                Err(e) => {
+                    tracing::warn!(session = %r.id, error = %e, "cannot close a lost session")
+                }
             }
         }
         Ok(closed)

@@ -37,9 +37,7 @@ impl BridgeCtx {
         let live = &self.live;
         let cfg = self.recordings.clone();
         live.recorder(|| async move {
-            let (term, cols, rows) = live
-                .pty()
-                .unwrap_or_else(|| (String::new(), 80, 24));
+            let (term, cols, rows) = live.pty().unwrap_or_else(|| (String::new(), 80, 24));
             let header = Header {
                 width: cols,
                 height: rows,
@@ -53,16 +51,16 @@ impl BridgeCtx {
     }
 
     async fn record(&self, frame: Frame) {
-        if let Some(rec) = self.live.started_recorder() {
-            if let Err(e) = rec.record(frame).await {
-                // Recording is mandatory under `recording: full`: fail closed.
-                tracing::error!(session = %self.live.id, error = %e, "recording failed; ending the session");
-                self.live.kill(KillInfo {
-                    reason: wg_domain::lifecycle::EndReason::GatewayError,
-                    by: None,
-                    detail: format!("recording failed: {e}"),
-                });
-            }
+        if let Some(rec) = self.live.started_recorder()
+            && let Err(e) = rec.record(frame).await
+        {
+            // Recording is mandatory under `recording: full`: fail closed.
+            tracing::error!(session = %self.live.id, error = %e, "recording failed; ending the session");
+            self.live.kill(KillInfo {
+                reason: wg_domain::lifecycle::EndReason::GatewayError,
+                by: None,
+                detail: format!("recording failed: {e}"),
+            });
         }
     }
 }
@@ -84,7 +82,9 @@ pub(crate) fn spawn(
         target_tx,
         subsystem.clone(),
     ));
-    let down = tokio::spawn(target_to_client(ctx, client_id, target_rx, client_tx, subsystem));
+    let down = tokio::spawn(target_to_client(
+        ctx, client_id, target_rx, client_tx, subsystem,
+    ));
     [up, down]
 }
 
@@ -170,7 +170,8 @@ async fn client_to_target(
                     break;
                 }
                 subsystem.store(true, Ordering::Relaxed);
-                ctx.record(Frame::Marker(format!("subsystem: {name}"))).await;
+                ctx.record(Frame::Marker(format!("subsystem: {name}")))
+                    .await;
                 tx.request_subsystem(true, name).await
             }
             ChannelMsg::WindowChange {
@@ -268,7 +269,13 @@ async fn target_to_client(
                 ctx.record(Frame::Marker(format!("exit-signal: {signal_name:?}")))
                     .await;
                 ctx.server
-                    .exit_signal_request(client_id, signal_name, core_dumped, error_message, lang_tag)
+                    .exit_signal_request(
+                        client_id,
+                        signal_name,
+                        core_dumped,
+                        error_message,
+                        lang_tag,
+                    )
                     .await
                     .map_err(|_| russh::Error::SendError)
             }

@@ -36,6 +36,23 @@ use zeroize::Zeroizing;
 use crate::control::ControlClient;
 use crate::runtime::{CloseOutcome, LiveSession, Registration, Runtime};
 
+/// Cipher preference of both legs: AES-GCM first (hardware-accelerated on current CPUs, and
+/// what OpenSSH clients offer), then ChaCha20-Poly1305.
+const CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::AES_128_GCM,
+    russh::cipher::AES_256_GCM,
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_CTR,
+];
+
+/// Algorithm preferences of both legs.
+fn preferred() -> russh::Preferred {
+    russh::Preferred {
+        cipher: std::borrow::Cow::Borrowed(CIPHERS),
+        ..Default::default()
+    }
+}
+
 /// SSH listener settings.
 #[derive(Debug, Clone)]
 pub struct SshSettings {
@@ -74,13 +91,6 @@ impl SshListener {
         control: ControlClient,
         runtime: Arc<Runtime>,
     ) -> Self {
-        let mut preferred = russh::Preferred::default();
-        preferred.cipher = std::borrow::Cow::Borrowed(&[
-            russh::cipher::AES_128_GCM,
-            russh::cipher::AES_256_GCM,
-            russh::cipher::CHACHA20_POLY1305,
-            russh::cipher::AES_256_CTR,
-        ]);
         let config = russh::server::Config {
             server_id: russh::SshId::Standard(
                 format!("SSH-2.0-Wardengate_{}", env!("CARGO_PKG_VERSION")).into(),
@@ -89,7 +99,7 @@ impl SshListener {
             auth_rejection_time: Duration::from_millis(200),
             auth_rejection_time_initial: Some(Duration::ZERO),
             keys: vec![host_key],
-            preferred,
+            preferred: preferred(),
             // Idle is decided by policy, not by the transport.
             inactivity_timeout: None,
             keepalive_interval: Some(Duration::from_secs(30)),
@@ -251,7 +261,10 @@ async fn close(
         .unwrap_or_default();
     for b in bridges {
         let abort = b.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(2), b).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), b)
+            .await
+            .is_err()
+        {
             abort.abort();
         }
     }
@@ -351,7 +364,10 @@ impl ClientHandler {
             .await
             .map_err(|e| format!("control plane unreachable: {e}"))?;
         if !decision.allowed {
-            let mut line = format!("access denied ({}): {}", decision.error_code, decision.message);
+            let mut line = format!(
+                "access denied ({}): {}",
+                decision.error_code, decision.message
+            );
             if !decision.scope.is_empty() {
                 line = format!(
                     "access denied ({}, scope={}, limit={}): {}",
@@ -371,7 +387,9 @@ impl ClientHandler {
         ));
         let registration = self.shared.runtime.register(live);
         let credential = match decision.credential.and_then(|c| c.secret) {
-            Some(credential::Secret::Password(p)) => target::TargetCredential::Password(Zeroizing::new(p)),
+            Some(credential::Secret::Password(p)) => {
+                target::TargetCredential::Password(Zeroizing::new(p))
+            }
             Some(credential::Secret::PrivateKey(k)) => {
                 target::TargetCredential::PrivateKey(Zeroizing::new(k))
             }
@@ -382,7 +400,14 @@ impl ClientHandler {
             }
         };
         let pinned = (!decision.host_key.is_empty()).then_some(decision.host_key.as_str());
-        let leg = match target::connect(&decision.target_address, pinned, &decision.account, credential).await {
+        let leg = match target::connect(
+            &decision.target_address,
+            pinned,
+            &decision.account,
+            credential,
+        )
+        .await
+        {
             Ok(leg) => leg,
             Err(e) => {
                 return Err(self
@@ -462,7 +487,9 @@ impl russh::server::Handler for ClientHandler {
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
-        let ident = String::from_utf8_lossy(session.remote_sshid()).trim().to_owned();
+        let ident = String::from_utf8_lossy(session.remote_sshid())
+            .trim()
+            .to_owned();
         match self.admit(ident).await {
             Ok(s) => {
                 let _ = self.slot.set(s.clone());
@@ -544,9 +571,7 @@ impl russh::server::Handler for ClientHandler {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "target refused a channel");
-                        reply
-                            .reject(russh::ChannelOpenFailure::ConnectFailed)
-                            .await;
+                        reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
                     }
                 }
             }

@@ -56,10 +56,8 @@ impl client::Handler for TargetHandler {
             Some(p) => p.key_data() == key.key_data(),
             None => true,
         };
-        if !ok {
-            if let Ok(mut m) = self.mismatch.lock() {
-                *m = true;
-            }
+        if !ok && let Ok(mut m) = self.mismatch.lock() {
+            *m = true;
         }
         Ok(ok)
     }
@@ -73,15 +71,8 @@ pub(crate) struct TargetLeg {
 }
 
 fn client_config() -> Arc<client::Config> {
-    let mut preferred = russh::Preferred::default();
-    preferred.cipher = std::borrow::Cow::Borrowed(&[
-        russh::cipher::AES_128_GCM,
-        russh::cipher::AES_256_GCM,
-        russh::cipher::CHACHA20_POLY1305,
-        russh::cipher::AES_256_CTR,
-    ]);
     Arc::new(client::Config {
-        preferred,
+        preferred: super::preferred(),
         inactivity_timeout: None,
         keepalive_interval: Some(Duration::from_secs(30)),
         keepalive_max: 4,
