@@ -106,6 +106,11 @@ def latency(n: int, pause: float, argv) -> int:
         return 0
     finally:
         try:
+            # End cat cleanly: a newline then ^D at the start of a line (EOF through the PTY).
+            os.write(in_fd, b"\n\x04")
+        except OSError:
+            pass
+        try:
             proc.stdin.close()
         except OSError:
             pass

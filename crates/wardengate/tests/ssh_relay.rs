@@ -128,8 +128,17 @@ fn pty_input_window_change_and_exit_code_under_tmux() {
     wait_until("stty size 50 150", Duration::from_secs(10), || {
         pane().contains("50 150")
     });
-    let show = rig.session(&id);
-    assert!(show["pty"]["term"].as_str().is_some());
+    // The gateway reports terminal size changes with its progress (every second in dev).
+    wait_until(
+        "the new size in session show",
+        Duration::from_secs(5),
+        || {
+            let show = rig.session(&id);
+            show["pty"]["cols"] == 150
+                && show["pty"]["rows"] == 50
+                && show["pty"]["term"].is_string()
+        },
+    );
     tmux(&["send-keys", "exit 7", "Enter"]);
     wait_until("ssh to exit", Duration::from_secs(10), || {
         rc_file.exists() && !read(&rc_file).is_empty()
@@ -242,4 +251,19 @@ fn sftp_scp_and_rsync_round_trip_large_files() {
         std::fs::read(&rsync_dest).unwrap(),
         std::fs::read(&small).unwrap()
     );
+}
+
+#[test]
+fn a_request_the_target_refuses_fails_as_directly() {
+    // pty-req, env and subsystem in a row: the target's answers must reach the client in order.
+    let rig = Rig::start();
+    let args = ["-tt", "-o", "SetEnv=WG_A=1", "-s", "no-such-subsystem"];
+    let via = rig.ssh("alice", "alice@corp:dev1", &args).output().unwrap();
+    let direct = rig.ssh_direct(&args).output().unwrap();
+    assert_eq!(via.status.code(), direct.status.code());
+    assert_eq!(
+        String::from_utf8_lossy(&via.stderr),
+        String::from_utf8_lossy(&direct.stderr)
+    );
+    assert!(String::from_utf8_lossy(&via.stderr).contains("subsystem request failed"));
 }

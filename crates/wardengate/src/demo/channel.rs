@@ -77,26 +77,36 @@ impl ChannelTask {
         let (mut rx, tx) = channel.split();
         // Until a child runs, the client's messages must still be consumed:
         // russh stalls the whole connection when a channel's queue is full.
-        let (started, first) = loop {
+        let waited = loop {
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => return,
+                () = cancel.cancelled() => break None,
                 started = &mut start => match started {
-                    Ok(started) => break (started, None),
-                    Err(_) => return,
+                    Ok(started) => break Some((started, None)),
+                    Err(_) => break None,
                 },
                 msg = rx.wait() => match msg {
-                    None | Some(ChannelMsg::Close) => return,
+                    None | Some(ChannelMsg::Close) => break None,
                     // The handler hands the child over before russh queues
                     // anything the client sent after its request, so a
                     // message found together with the child belongs to it.
                     Some(msg) => {
                         if let Ok(started) = start.try_recv() {
-                            break (started, Some(msg));
+                            break Some((started, Some(msg)));
                         }
                     }
                 },
             }
+        };
+        let Some((started, first)) = waited else {
+            // Gone before a child ran. Refuse late hand-overs (the handler
+            // then terminates the child itself) and terminate one that
+            // slipped in meanwhile.
+            start.close();
+            if let Ok(mut orphan) = start.try_recv() {
+                process::terminate(orphan.pgid, &mut orphan.child, false).await;
+            }
+            return;
         };
         let running = Running {
             id,

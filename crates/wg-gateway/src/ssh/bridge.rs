@@ -2,9 +2,14 @@
 //!
 //! Two tasks per channel pair, one per direction, so that a direction blocked on its peer's window
 //! never stops the other from draining (flow control comes from the SSH windows of each leg; no
-//! buffer here grows without bound). Channel requests with a reply (pty-req, shell, exec,
-//! subsystem) are forwarded with `want_reply` and the target's answer is relayed back in order;
-//! env, window-change and signal go without reply, as OpenSSH sends them.
+//! buffer here grows without bound). The tasks carry data, EOF and close.
+//!
+//! Channel requests are forwarded by the connection's handler through [`ChannelPair`], inside the
+//! russh callback, in arrival order: russh keeps one "wants reply" flag per channel that the next
+//! request overwrites, so a request that needs an answer (pty-req, shell, exec, subsystem) is
+//! forwarded with `want_reply`, the target's answer is awaited, and the client is answered before
+//! the next request is read. env, window-change and signal go without reply, as OpenSSH sends
+//! them.
 //!
 //! Recording tap: every output byte is handed to the recorder *before* it is sent to the client,
 //! so the recording holds exactly what the client received up to the moment the relay stops.
@@ -12,9 +17,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use russh::server::Handle as ServerHandle;
 use russh::{ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wg_recording::{Frame, Header, Recorder, RecorderConfig};
 
@@ -65,34 +72,155 @@ impl BridgeCtx {
     }
 }
 
-/// Starts the two relay tasks of a channel pair.
+/// The handler's side of a bridged channel: forwards channel requests to the target and waits
+/// for the target's answers.
+pub(crate) struct ChannelPair {
+    ctx: BridgeCtx,
+    target: Arc<ChannelWriteHalf<russh::client::Msg>>,
+    replies: mpsc::Receiver<bool>,
+    subsystem: Arc<AtomicBool>,
+}
+
+/// How long a channel request waits for the target's answer.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A channel request from the client.
+pub(crate) enum Request {
+    Pty {
+        term: String,
+        cols: u32,
+        rows: u32,
+        pix_width: u32,
+        pix_height: u32,
+        modes: Vec<(russh::Pty, u32)>,
+    },
+    Shell,
+    Exec(Vec<u8>),
+    Subsystem(String),
+}
+
+impl ChannelPair {
+    /// Forwards a request that expects an answer and returns the target's answer (`false` on
+    /// failure, timeout, or when the session's mandatory recording cannot start).
+    pub(crate) async fn request(&mut self, req: Request) -> bool {
+        let ctx = &self.ctx;
+        let sent = match req {
+            Request::Pty {
+                term,
+                cols,
+                rows,
+                pix_width,
+                pix_height,
+                modes,
+            } => {
+                ctx.live.set_pty(&term, cols, rows);
+                self.target
+                    .request_pty(true, &term, cols, rows, pix_width, pix_height, &modes)
+                    .await
+            }
+            Request::Shell => {
+                if !start_recording(ctx).await {
+                    return false;
+                }
+                self.target.request_shell(true).await
+            }
+            Request::Exec(command) => {
+                if !start_recording(ctx).await {
+                    return false;
+                }
+                ctx.record(Frame::Marker(format!(
+                    "exec: {}",
+                    String::from_utf8_lossy(&command)
+                )))
+                .await;
+                self.target.exec(true, command).await
+            }
+            Request::Subsystem(name) => {
+                if !start_recording(ctx).await {
+                    return false;
+                }
+                self.subsystem.store(true, Ordering::Relaxed);
+                ctx.record(Frame::Marker(format!("subsystem: {name}")))
+                    .await;
+                self.target.request_subsystem(true, name).await
+            }
+        };
+        if sent.is_err() {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(REPLY_TIMEOUT, self.replies.recv()).await,
+            Ok(Some(true))
+        )
+    }
+
+    /// Forwards an environment variable (no reply, as OpenSSH sends it).
+    pub(crate) async fn env(&self, name: &str, value: &str) {
+        let _ = self.target.set_env(false, name, value).await;
+    }
+
+    /// Forwards a window change and records it.
+    pub(crate) async fn window_change(
+        &self,
+        cols: u32,
+        rows: u32,
+        pix_width: u32,
+        pix_height: u32,
+    ) {
+        self.ctx.live.resize(cols, rows);
+        self.ctx.record(Frame::Resize { cols, rows }).await;
+        let _ = self
+            .target
+            .window_change(cols, rows, pix_width, pix_height)
+            .await;
+    }
+
+    /// Forwards a signal.
+    pub(crate) async fn signal(&self, signal: russh::Sig) {
+        let _ = self.target.signal(signal).await;
+    }
+}
+
+/// Starts the two relay tasks of a channel pair; returns the handler's side and the tasks.
 pub(crate) fn spawn(
     ctx: BridgeCtx,
     client: russh::Channel<russh::server::Msg>,
     target: russh::Channel<russh::client::Msg>,
-) -> [tokio::task::JoinHandle<()>; 2] {
+) -> (ChannelPair, [tokio::task::JoinHandle<()>; 2]) {
     let client_id = client.id();
     let (client_rx, client_tx) = client.split();
     let (target_rx, target_tx) = target.split();
+    let target_tx = Arc::new(target_tx);
     let subsystem = Arc::new(AtomicBool::new(false));
+    // One answer per forwarded request; the handler waits for each before reading the next.
+    let (replies_tx, replies) = mpsc::channel(4);
     let up = tokio::spawn(client_to_target(
         ctx.clone(),
-        client_id,
         client_rx,
-        target_tx,
+        target_tx.clone(),
         subsystem.clone(),
     ));
     let down = tokio::spawn(target_to_client(
-        ctx, client_id, target_rx, client_tx, subsystem,
+        ctx.clone(),
+        client_id,
+        target_rx,
+        client_tx,
+        subsystem.clone(),
+        replies_tx,
     ));
-    [up, down]
+    let pair = ChannelPair {
+        ctx,
+        target: target_tx,
+        replies,
+        subsystem,
+    };
+    (pair, [up, down])
 }
 
 async fn client_to_target(
     ctx: BridgeCtx,
-    client_id: ChannelId,
     mut rx: ChannelReadHalf,
-    tx: ChannelWriteHalf<russh::client::Msg>,
+    tx: Arc<ChannelWriteHalf<russh::client::Msg>>,
     subsystem: Arc<AtomicBool>,
 ) {
     loop {
@@ -105,6 +233,7 @@ async fn client_to_target(
             let _ = tx.close().await;
             break;
         };
+        // Channel requests arrive here too (russh copies them); the handler forwards those.
         let sent = match msg {
             ChannelMsg::Data { data } => {
                 ctx.live.touch_input();
@@ -122,74 +251,6 @@ async fn client_to_target(
                 let _ = tx.close().await;
                 break;
             }
-            ChannelMsg::RequestPty {
-                term,
-                col_width,
-                row_height,
-                pix_width,
-                pix_height,
-                terminal_modes,
-                ..
-            } => {
-                ctx.live.set_pty(&term, col_width, row_height);
-                tx.request_pty(
-                    true,
-                    &term,
-                    col_width,
-                    row_height,
-                    pix_width,
-                    pix_height,
-                    &terminal_modes,
-                )
-                .await
-            }
-            ChannelMsg::SetEnv {
-                variable_name,
-                variable_value,
-                ..
-            } => tx.set_env(false, variable_name, variable_value).await,
-            ChannelMsg::RequestShell { .. } => {
-                if !start_recording(&ctx, client_id).await {
-                    break;
-                }
-                tx.request_shell(true).await
-            }
-            ChannelMsg::Exec { command, .. } => {
-                if !start_recording(&ctx, client_id).await {
-                    break;
-                }
-                ctx.record(Frame::Marker(format!(
-                    "exec: {}",
-                    String::from_utf8_lossy(&command)
-                )))
-                .await;
-                tx.exec(true, command).await
-            }
-            ChannelMsg::RequestSubsystem { name, .. } => {
-                if !start_recording(&ctx, client_id).await {
-                    break;
-                }
-                subsystem.store(true, Ordering::Relaxed);
-                ctx.record(Frame::Marker(format!("subsystem: {name}")))
-                    .await;
-                tx.request_subsystem(true, name).await
-            }
-            ChannelMsg::WindowChange {
-                col_width,
-                row_height,
-                pix_width,
-                pix_height,
-            } => {
-                ctx.live.resize(col_width, row_height);
-                ctx.record(Frame::Resize {
-                    cols: col_width,
-                    rows: row_height,
-                })
-                .await;
-                tx.window_change(col_width, row_height, pix_width, pix_height)
-                    .await
-            }
-            ChannelMsg::Signal { signal } => tx.signal(signal).await,
             _ => Ok(()),
         };
         if sent.is_err() {
@@ -198,14 +259,13 @@ async fn client_to_target(
     }
 }
 
-/// Starts the recorder if policy demands one; on failure answers the client's request with a
-/// failure, ends the session and returns `false`.
-async fn start_recording(ctx: &BridgeCtx, client_id: ChannelId) -> bool {
+/// Starts the recorder if policy demands one; on failure ends the session and returns `false`
+/// (the caller answers the client's request with a failure).
+async fn start_recording(ctx: &BridgeCtx) -> bool {
     match ctx.recorder().await {
         Ok(_) => true,
         Err(e) => {
             tracing::error!(session = %ctx.live.id, error = %e, "cannot start the mandatory recording");
-            let _ = ctx.server.channel_failure(client_id).await;
             ctx.live.kill(KillInfo {
                 reason: wg_domain::lifecycle::EndReason::GatewayError,
                 by: None,
@@ -222,6 +282,7 @@ async fn target_to_client(
     mut rx: ChannelReadHalf,
     tx: ChannelWriteHalf<russh::server::Msg>,
     subsystem: Arc<AtomicBool>,
+    replies: mpsc::Sender<bool>,
 ) {
     loop {
         let msg = tokio::select! {
@@ -279,16 +340,14 @@ async fn target_to_client(
                     .await
                     .map_err(|_| russh::Error::SendError)
             }
-            ChannelMsg::Success => ctx
-                .server
-                .channel_success(client_id)
-                .await
-                .map_err(|_| russh::Error::SendError),
-            ChannelMsg::Failure => ctx
-                .server
-                .channel_failure(client_id)
-                .await
-                .map_err(|_| russh::Error::SendError),
+            ChannelMsg::Success => {
+                let _ = replies.send(true).await;
+                Ok(())
+            }
+            ChannelMsg::Failure => {
+                let _ = replies.send(false).await;
+                Ok(())
+            }
             _ => Ok(()),
         };
         if sent.is_err() {

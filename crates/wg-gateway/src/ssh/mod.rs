@@ -18,6 +18,7 @@
 mod bridge;
 mod target;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -175,6 +176,8 @@ struct ClientHandler {
     state: ConnState,
     kill: CancellationToken,
     slot: Arc<OnceLock<Arc<SshSession>>>,
+    /// Bridged channels, for forwarding channel requests in order.
+    pairs: HashMap<ChannelId, bridge::ChannelPair>,
 }
 
 async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: SocketAddr) {
@@ -188,6 +191,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         state: ConnState::Authenticating,
         kill: kill.clone(),
         slot: slot.clone(),
+        pairs: HashMap::new(),
     };
     let running = match russh::server::run_stream(shared.config.clone(), stream, handler).await {
         Ok(r) => r,
@@ -550,7 +554,9 @@ impl russh::server::Handler for ClientHandler {
                             recordings: self.shared.recordings.clone(),
                             exit_status: s.exit_status.clone(),
                         };
-                        let tasks = bridge::spawn(ctx, channel, target_channel);
+                        let client_id = channel.id();
+                        let (pair, tasks) = bridge::spawn(ctx, channel, target_channel);
+                        self.pairs.insert(client_id, pair);
                         if let Ok(mut b) = s.bridges.lock() {
                             b.extend(tasks);
                         }
@@ -577,5 +583,130 @@ impl russh::server::Handler for ClientHandler {
             }
         }
         Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let req = bridge::Request::Pty {
+            term: term.to_owned(),
+            cols: col_width,
+            rows: row_height,
+            pix_width,
+            pix_height,
+            modes: modes.to_vec(),
+        };
+        self.forward(channel, req, session).await
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.forward(channel, bridge::Request::Shell, session).await
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.forward(channel, bridge::Request::Exec(data.to_vec()), session)
+            .await
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.forward(
+            channel,
+            bridge::Request::Subsystem(name.to_owned()),
+            session,
+        )
+        .await
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        variable_value: &str,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(pair) = self.pairs.get(&channel) {
+            pair.env(variable_name, variable_value).await;
+        }
+        Ok(())
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(pair) = self.pairs.get(&channel) {
+            pair.window_change(col_width, row_height, pix_width, pix_height)
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: russh::Sig,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(pair) = self.pairs.get(&channel) {
+            pair.signal(signal).await;
+        }
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.pairs.remove(&channel);
+        Ok(())
+    }
+}
+
+impl ClientHandler {
+    /// Forwards a request that needs an answer and answers the client before russh reads the
+    /// next request. Channels of a refused attempt are answered by their refusal task.
+    async fn forward(
+        &mut self,
+        channel: ChannelId,
+        req: bridge::Request,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let Some(pair) = self.pairs.get_mut(&channel) else {
+            return Ok(());
+        };
+        if pair.request(req).await {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
     }
 }
