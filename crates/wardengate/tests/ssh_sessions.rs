@@ -405,3 +405,64 @@ fn state_survives_a_restart_and_the_audit_chain_detects_tampering() {
     let out = rig.wgctl(&["recording", "verify", &id]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn binary_streams_without_a_terminal_are_recorded_as_size_and_digest() {
+    let rig = Rig::start();
+    let src = rig.path("payload.bin");
+    let mut payload = vec![0u8; 1_000_000];
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(2_654_435_761) >> 13) as u8;
+    }
+    std::fs::write(&src, &payload).unwrap();
+    let remote = rig.path("remote.bin");
+    let up = rig
+        .ssh(
+            "alice",
+            "alice@corp:dev1",
+            &[&format!("echo text-before; cat > {}", remote.display())],
+        )
+        .stdin(std::fs::File::open(&src).unwrap())
+        .output()
+        .unwrap();
+    assert!(up.status.success());
+    let down = rig
+        .ssh(
+            "alice",
+            "alice@corp:dev1",
+            &[&format!("cat {}", remote.display())],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(down.stdout, payload);
+    let digest = sha256_hex(&payload);
+    let mut ids = Vec::new();
+    wait_until("both sessions closed", Duration::from_secs(10), || {
+        let closed = rig.wgctl_json(&["session", "list", "--state", "closed"]);
+        ids = closed["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.len() == 2
+    });
+    let all: String = ids.iter().map(|id| rig.recording_stream(id)).collect();
+    assert!(
+        all.contains("text-before"),
+        "text output is recorded in full"
+    );
+    assert!(
+        all.contains(&format!("binary input: 1000000 bytes, sha256={digest}")),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!("binary output: 1000000 bytes, sha256={digest}")),
+        "{all}"
+    );
+    assert!(
+        all.len() < 100_000,
+        "binary payload must not be stored: {} bytes",
+        all.len()
+    );
+}

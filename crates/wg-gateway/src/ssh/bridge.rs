@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wg_recording::{Frame, Header, Recorder, RecorderConfig};
 
+use super::tap::{Direction, Tap, Tapped};
 use crate::runtime::{KillInfo, LiveSession};
 
 /// What both directions of one bridge share.
@@ -57,6 +58,25 @@ impl BridgeCtx {
         .await
     }
 
+    /// Passes relayed bytes through a tap and records what it keeps.
+    async fn tap(&self, tap: &mut Tap, flags: &Flags, data: &[u8], event: fn(Vec<u8>) -> Frame) {
+        if flags.subsystem.load(Ordering::Relaxed) || self.live.started_recorder().is_none() {
+            return;
+        }
+        match tap.frame(data, flags.pty.load(Ordering::Relaxed)) {
+            Tapped::Full => self.record(event(data.to_vec())).await,
+            Tapped::SwitchToDigest(marker) => self.record(Frame::Marker(marker)).await,
+            Tapped::Digested => {}
+        }
+    }
+
+    /// Records the closing digest of a tap, if it switched to digest mode.
+    async fn finish_tap(&self, tap: &mut Tap) {
+        if let Some(marker) = tap.finish() {
+            self.record(Frame::Marker(marker)).await;
+        }
+    }
+
     async fn record(&self, frame: Frame) {
         if let Some(rec) = self.live.started_recorder()
             && let Err(e) = rec.record(frame).await
@@ -79,6 +99,16 @@ pub(crate) struct ChannelPair {
     target: Arc<ChannelWriteHalf<russh::client::Msg>>,
     replies: mpsc::Receiver<bool>,
     subsystem: Arc<AtomicBool>,
+    pty: Arc<AtomicBool>,
+}
+
+/// What the relay tasks of one channel share with its [`ChannelPair`].
+#[derive(Clone, Default)]
+struct Flags {
+    /// The channel runs a subsystem (sftp): markers only.
+    subsystem: Arc<AtomicBool>,
+    /// The channel has a terminal: always recorded in full.
+    pty: Arc<AtomicBool>,
 }
 
 /// How long a channel request waits for the target's answer.
@@ -114,9 +144,16 @@ impl ChannelPair {
                 modes,
             } => {
                 ctx.live.set_pty(&term, cols, rows);
-                self.target
+                let sent = self
+                    .target
                     .request_pty(true, &term, cols, rows, pix_width, pix_height, &modes)
-                    .await
+                    .await;
+                if sent.is_err() {
+                    return false;
+                }
+                let granted = self.reply().await;
+                self.pty.store(granted, Ordering::Relaxed);
+                return granted;
             }
             Request::Shell => {
                 if !start_recording(ctx).await {
@@ -148,6 +185,11 @@ impl ChannelPair {
         if sent.is_err() {
             return false;
         }
+        self.reply().await
+    }
+
+    /// The target's answer to the last forwarded request (`false` on timeout).
+    async fn reply(&mut self) -> bool {
         matches!(
             tokio::time::timeout(REPLY_TIMEOUT, self.replies.recv()).await,
             Ok(Some(true))
@@ -191,28 +233,29 @@ pub(crate) fn spawn(
     let (client_rx, client_tx) = client.split();
     let (target_rx, target_tx) = target.split();
     let target_tx = Arc::new(target_tx);
-    let subsystem = Arc::new(AtomicBool::new(false));
+    let flags = Flags::default();
     // One answer per forwarded request; the handler waits for each before reading the next.
     let (replies_tx, replies) = mpsc::channel(4);
     let up = tokio::spawn(client_to_target(
         ctx.clone(),
         client_rx,
         target_tx.clone(),
-        subsystem.clone(),
+        flags.clone(),
     ));
     let down = tokio::spawn(target_to_client(
         ctx.clone(),
         client_id,
         target_rx,
         client_tx,
-        subsystem.clone(),
+        flags.clone(),
         replies_tx,
     ));
     let pair = ChannelPair {
         ctx,
         target: target_tx,
         replies,
-        subsystem,
+        subsystem: flags.subsystem,
+        pty: flags.pty,
     };
     (pair, [up, down])
 }
@@ -221,8 +264,9 @@ async fn client_to_target(
     ctx: BridgeCtx,
     mut rx: ChannelReadHalf,
     tx: Arc<ChannelWriteHalf<russh::client::Msg>>,
-    subsystem: Arc<AtomicBool>,
+    flags: Flags,
 ) {
+    let mut input = Tap::new(Direction::Input);
     loop {
         let msg = tokio::select! {
             biased;
@@ -237,9 +281,7 @@ async fn client_to_target(
         let sent = match msg {
             ChannelMsg::Data { data } => {
                 ctx.live.touch_input();
-                if !subsystem.load(Ordering::Relaxed) {
-                    ctx.record(Frame::Input(data.to_vec())).await;
-                }
+                ctx.tap(&mut input, &flags, &data, Frame::Input).await;
                 tx.data_bytes(data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {
@@ -257,6 +299,7 @@ async fn client_to_target(
             break;
         }
     }
+    ctx.finish_tap(&mut input).await;
 }
 
 /// Starts the recorder if policy demands one; on failure ends the session and returns `false`
@@ -281,9 +324,11 @@ async fn target_to_client(
     client_id: ChannelId,
     mut rx: ChannelReadHalf,
     tx: ChannelWriteHalf<russh::server::Msg>,
-    subsystem: Arc<AtomicBool>,
+    flags: Flags,
     replies: mpsc::Sender<bool>,
 ) {
+    let mut stdout = Tap::new(Direction::Output);
+    let mut stderr = Tap::new(Direction::ErrorOutput);
     loop {
         let msg = tokio::select! {
             biased;
@@ -296,15 +341,11 @@ async fn target_to_client(
         };
         let sent = match msg {
             ChannelMsg::Data { data } => {
-                if !subsystem.load(Ordering::Relaxed) {
-                    ctx.record(Frame::Output(data.to_vec())).await;
-                }
+                ctx.tap(&mut stdout, &flags, &data, Frame::Output).await;
                 tx.data_bytes(data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {
-                if !subsystem.load(Ordering::Relaxed) {
-                    ctx.record(Frame::Output(data.to_vec())).await;
-                }
+                ctx.tap(&mut stderr, &flags, &data, Frame::Output).await;
                 tx.extended_data_bytes(ext, data).await
             }
             ChannelMsg::Eof => tx.eof().await,
@@ -354,4 +395,6 @@ async fn target_to_client(
             break;
         }
     }
+    ctx.finish_tap(&mut stdout).await;
+    ctx.finish_tap(&mut stderr).await;
 }

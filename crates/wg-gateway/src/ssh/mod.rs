@@ -16,6 +16,7 @@
 //!    tell the client why (for a forced end), sever both legs, report `closed`.
 
 mod bridge;
+mod tap;
 mod target;
 
 use std::collections::HashMap;
