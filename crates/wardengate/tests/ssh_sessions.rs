@@ -466,3 +466,31 @@ fn binary_streams_without_a_terminal_are_recorded_as_size_and_digest() {
         all.len()
     );
 }
+
+#[test]
+fn a_client_that_vanishes_closes_its_session_and_target_leg() {
+    let rig = Rig::start();
+    let mut client = rig
+        .ssh("alice", "alice@corp:dev1", &["-tt", "echo up; sleep 600 # wg-vanish-marker"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = rig.wait_one_session();
+    client.kill().unwrap();
+    let _ = client.wait();
+    wait_until("the session to close", Duration::from_secs(5), || {
+        rig.session(&id)["state"] == "closed"
+    });
+    assert_eq!(rig.session(&id)["end_reason"], "client_exit");
+    wait_until("target leg closed", Duration::from_secs(5), || rig.target_connections() == 0);
+    wait_until("remote command gone", Duration::from_secs(5), || {
+        !Command::new("pgrep")
+            .args(["-f", "wg-vanish-marker"])
+            .status()
+            .unwrap()
+            .success()
+    });
+    assert!(rig.wgctl_ok(&["recording", "verify", &id]).contains(" OK "));
+}
