@@ -48,6 +48,26 @@ pub(crate) struct DevArgs {
 pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     let dir = &args.data_dir;
     create_private_dir(dir)?;
+    // One process per data directory: a second one would close the first one's live sessions
+    // as lost and fight over its recordings.
+    let lock_path = dir.join("wardengate.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another wardengate is already running on {} (lock {})",
+            dir.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", lock_path.display()));
+        }
+    }
     let store_url = format!("sqlite://{}", dir.join("wardengate.db").display());
     let store = Store::connect(&store_url)
         .await

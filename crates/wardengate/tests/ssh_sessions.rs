@@ -358,6 +358,15 @@ fn state_survives_a_restart_and_the_audit_chain_detects_tampering() {
             None => false,
         }
     });
+    // A second process on the same data directory is refused and disturbs nothing.
+    let second = Command::new(env!("CARGO_BIN_EXE_wardengate"))
+        .args(["dev", "--data-dir"])
+        .arg(&rig.data)
+        .args(["--ssh-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
     rig.stop_wardengate();
     rig.start_wardengate();
     assert_eq!(rig.session(&id)["state"], "closed");
@@ -471,7 +480,11 @@ fn binary_streams_without_a_terminal_are_recorded_as_size_and_digest() {
 fn a_client_that_vanishes_closes_its_session_and_target_leg() {
     let rig = Rig::start();
     let mut client = rig
-        .ssh("alice", "alice@corp:dev1", &["-tt", "echo up; sleep 600 # wg-vanish-marker"])
+        .ssh(
+            "alice",
+            "alice@corp:dev1",
+            &["-tt", "echo up; sleep 600 # wg-vanish-marker"],
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -484,7 +497,9 @@ fn a_client_that_vanishes_closes_its_session_and_target_leg() {
         rig.session(&id)["state"] == "closed"
     });
     assert_eq!(rig.session(&id)["end_reason"], "client_exit");
-    wait_until("target leg closed", Duration::from_secs(5), || rig.target_connections() == 0);
+    wait_until("target leg closed", Duration::from_secs(5), || {
+        rig.target_connections() == 0
+    });
     wait_until("remote command gone", Duration::from_secs(5), || {
         !Command::new("pgrep")
             .args(["-f", "wg-vanish-marker"])

@@ -192,7 +192,9 @@ impl ControlPlane {
     // ------------------------------------------------------------------ identities and tokens
 
     /// Creates the bootstrap admin `admin@local` (role admin, the given SSH keys) and an API token
-    /// for it, unless that user already exists. Returns the new token, to be shown once.
+    /// for it, unless that user already exists. Returns the new token, to be shown once. When the
+    /// user exists, keys it does not have yet are added (so `wardengate dev --ssh-key` works on a
+    /// restart too); its token is never re-issued.
     ///
     /// # Errors
     /// Store failures.
@@ -201,11 +203,20 @@ impl ControlPlane {
         ssh_keys: Vec<String>,
     ) -> Result<Option<String>, ControlError> {
         let store = &self.inner.store;
-        if store
-            .get_resource(Kind::User, BOOTSTRAP_ADMIN)
-            .await?
-            .is_some()
-        {
+        if let Some(existing) = store.get_resource(Kind::User, BOOTSTRAP_ADMIN).await? {
+            if let Resource::User(mut u) = existing {
+                let known: Vec<_> = u.ssh_keys.iter().filter_map(|k| key_identity(k)).collect();
+                let new: Vec<String> = ssh_keys
+                    .into_iter()
+                    .filter(|k| key_identity(k).is_some_and(|id| !known.contains(&id)))
+                    .collect();
+                if !new.is_empty() {
+                    u.ssh_keys.extend(new);
+                    store
+                        .apply_resources(&[Resource::User(u)], "system")
+                        .await?;
+                }
+            }
             return Ok(None);
         }
         let user = Resource::User(wg_domain::resources::User {
