@@ -42,6 +42,9 @@ pub(crate) struct DevArgs {
     /// Public key to register for admin@local (default: ~/.ssh/*.pub, or a generated pair).
     #[arg(long)]
     ssh_key: Option<PathBuf>,
+    /// gateway.maxActive: live sessions the gateway admits at once (0 = unlimited).
+    #[arg(long, default_value_t = 500)]
+    max_active: u32,
 }
 
 /// Runs until Ctrl-C / SIGTERM.
@@ -154,6 +157,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             control_url: format!("http://{grpc_addr}"),
             control_token: gateway_token,
             progress_interval: Duration::from_secs(1),
+            max_active: (args.max_active > 0).then_some(args.max_active),
         },
         gateway_key,
     )

@@ -1,6 +1,8 @@
 //! The relay is faithful: exit codes, streams, signals, PTY, window changes, file transfers.
 //! Real OpenSSH client, real sshd target, `wardengate dev` in between.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failed unwrap is a failed test
+
 mod common;
 
 use std::process::Command;

@@ -1,6 +1,8 @@
 //! Operators see, inspect and terminate live sessions; recordings and the audit chain are
 //! evidence. Real OpenSSH client, real sshd target, `wardengate dev`, `wgctl`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failed unwrap is a failed test
+
 mod common;
 
 use std::process::{Command, Stdio};

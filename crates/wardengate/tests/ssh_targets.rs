@@ -1,6 +1,8 @@
 //! Target legs: pinned host keys, trust on first use, environment, crash recovery, and the
 //! API's self-description. Real OpenSSH client, real sshd, `wardengate dev`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failed unwrap is a failed test
+
 mod common;
 
 use std::process::{Command, Stdio};

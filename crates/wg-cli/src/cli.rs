@@ -97,6 +97,40 @@ pub enum Command {
         after_help = "Examples:\n  wgctl audit list --session sess_a91c7f20bb48\n  wgctl audit verify"
     )]
     Audit(AuditCmd),
+    /// Show concurrency use against limits.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wgctl limits usage\n  wgctl limits usage --actor alice@corp\n  wgctl limits usage --target web-01.prod -o json"
+    )]
+    Limits(LimitsCmd),
+}
+
+/// `wgctl limits …`
+#[derive(Debug, Subcommand)]
+pub enum LimitsCmd {
+    /// Live sessions against each concurrency limit (actor, target, policy, gateway scopes).
+    #[command(
+        after_help = "Without a selector, every scope with live sessions is listed.\n\nExample:\n  wgctl limits usage --actor alice@corp"
+    )]
+    Usage(LimitsUsageArgs),
+}
+
+/// `wgctl limits usage` flags (at most one selector).
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("selector").args(["actor", "target", "policy"]).multiple(false)))]
+pub struct LimitsUsageArgs {
+    /// One actor.
+    #[arg(long, value_name = "ACTOR")]
+    pub actor: Option<String>,
+    /// One target.
+    #[arg(long, value_name = "TARGET")]
+    pub target: Option<String>,
+    /// One policy.
+    #[arg(long, value_name = "POLICY")]
+    pub policy: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
+    pub output: ListFormat,
 }
 
 /// `-o` of list commands.

@@ -516,3 +516,19 @@ pub fn audit_verify(v: &AuditVerify) -> String {
 pub fn error_line(e: &CliError) -> String {
     format!("wgctl: {}\n", clean(&e.to_string()))
 }
+
+/// `wgctl limits usage`: `SCOPE KEY USED LIMIT` (`-` for no limit).
+pub fn limits_usage(rows: &[wg_domain::api::LimitUsage]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|u| {
+            vec![
+                clean(&u.scope),
+                clean(&u.key),
+                u.used.to_string(),
+                u.limit.map_or_else(|| NONE.to_owned(), |l| l.to_string()),
+            ]
+        })
+        .collect();
+    table(&["SCOPE", "KEY", "USED", "LIMIT"], &[], &rows)
+}

@@ -185,6 +185,7 @@ impl GatewayControl for GatewayService {
             protocol: req.protocol,
             client_ip: nonempty(req.client_ip),
             client_software: nonempty(req.client_software),
+            gateway_max_active: (req.gateway_max_active > 0).then_some(req.gateway_max_active),
         };
         let decision = match self.control.request_session(ask).await {
             Ok(a) => {

@@ -247,3 +247,23 @@ pub struct RecordingVerify {
     /// What did not match.
     pub problems: Vec<String>,
 }
+
+/// Current use of one concurrency scope key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LimitUsage {
+    /// `actor`, `target`, `policy` or `gateway`.
+    pub scope: String,
+    /// The actor, target, policy or gateway name.
+    pub key: String,
+    /// Live sessions holding a slot.
+    pub used: i64,
+    /// The limit in force (`None`: unlimited or not known to the control plane).
+    pub limit: Option<u32>,
+}
+
+/// `GET /api/v1/limits/usage` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LimitsUsage {
+    /// One row per scope key, ordered by scope and key.
+    pub usage: Vec<LimitUsage>,
+}

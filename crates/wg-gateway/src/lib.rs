@@ -37,6 +37,9 @@ pub struct GatewayConfig {
     pub control_token: String,
     /// How often live-session progress (last input, recording size) is reported.
     pub progress_interval: Duration,
+    /// `gateway.maxActive`: live sessions this gateway admits at once (default 500; `None`:
+    /// unlimited). Counted by the control plane with the other concurrency scopes.
+    pub max_active: Option<u32>,
 }
 
 /// A running gateway.
@@ -133,6 +136,7 @@ pub async fn start(
         ssh::SshSettings {
             gateway: config.name.clone(),
             recordings_root: config.recordings_root.clone(),
+            max_active: config.max_active,
         },
         host_key,
         control,

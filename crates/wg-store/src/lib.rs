@@ -19,7 +19,10 @@ mod chain;
 mod connect;
 mod migrate;
 mod rows;
+mod slots;
 mod sql;
+
+pub use slots::{SlotClaim, SlotUsage, SlotsFull};
 
 use sqlx::{Any, AnyPool, Row, Transaction};
 use wg_domain::SessionId;
@@ -614,11 +617,81 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
+        if matches!(to, SessionState::Closing | SessionState::Closed) {
+            // The session is ending: its concurrency slots are free from now on (exactly once:
+            // the slot rows go in this same transaction).
+            slots::release(&mut tx, &id.to_string()).await?;
+        }
         for event in audit {
             append_in(&mut tx, event).await?;
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Approves a session: moves it from `requested` to `approved` (compare-and-set), applies
+    /// `patch`, takes one concurrency slot per claim (in claim order) and appends `audit`, all in
+    /// one transaction. Returns `Ok(Err(full))` — and changes nothing — when a scope is at its
+    /// limit, `Ok(Ok(false))` when the session is no longer `requested`.
+    pub async fn approve_session(
+        &self,
+        id: SessionId,
+        patch: &SessionPatch,
+        audit: &[NewAuditEvent],
+        claims: &[SlotClaim],
+    ) -> Result<std::result::Result<bool, SlotsFull>> {
+        let mut args = Args::default();
+        let mut sets = vec![format!(
+            "state = {}",
+            args.push(SessionState::Approved.as_str())
+        )];
+        sets.extend(patch_assignments(patch, &mut args)?);
+        let sql = format!(
+            "UPDATE sessions SET {} WHERE id = {} AND state = {}",
+            sets.join(", "),
+            args.push(id.to_string()),
+            args.push(SessionState::Requested.as_str())
+        );
+        let mut tx = self.begin_write().await?;
+        if args.bind(&sql).execute(&mut *tx).await?.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Ok(false));
+        }
+        if let Some(full) = slots::take(&mut tx, &id.to_string(), claims).await? {
+            tx.rollback().await?;
+            return Ok(Err(full));
+        }
+        for event in audit {
+            append_in(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(Ok(true))
+    }
+
+    /// Current slot use (only keys with at least one live session), optionally for one scope
+    /// and key, ordered by scope and key.
+    pub async fn slot_usage(
+        &self,
+        scope: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<Vec<SlotUsage>> {
+        let rows = sqlx::query(
+            "SELECT scope, key, used FROM slot_counters WHERE used > 0              AND ($1 = '' OR scope = $1) AND ($2 = '' OR key = $2)",
+        )
+        .bind(scope.unwrap_or(""))
+        .bind(key.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(SlotUsage {
+                scope: r.try_get("scope")?,
+                key: r.try_get("key")?,
+                used: r.try_get("used")?,
+            });
+        }
+        out.sort_by(|a, b| (&a.scope, &a.key).cmp(&(&b.scope, &b.key)));
+        Ok(out)
     }
 
     /// Applies `patch` without a state change (activity, PTY size, recording progress). Returns

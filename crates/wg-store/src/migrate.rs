@@ -14,17 +14,31 @@ struct Migration {
     sql: &'static str,
 }
 
-const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../migrations/sqlite/0001_initial.sql"),
-}];
+const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "session_slots",
+        sql: include_str!("../migrations/sqlite/0002_session_slots.sql"),
+    },
+];
 
-const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../migrations/postgres/0001_initial.sql"),
-}];
+const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "session_slots",
+        sql: include_str!("../migrations/postgres/0002_session_slots.sql"),
+    },
+];
 
 /// The key of the PostgreSQL advisory lock held while migrating (`WGSTORE` in ASCII).
 pub(crate) const PG_MIGRATION_LOCK: i64 = 0x0057_4753_544f_5245;

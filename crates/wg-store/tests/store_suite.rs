@@ -14,8 +14,8 @@ use wg_domain::audit::{ChainVerifier, GENESIS, NewAuditEvent, kinds};
 use wg_domain::lifecycle::{EndReason, SessionState};
 use wg_domain::resources::{Kind, Limits, Resource, Target, User};
 use wg_store::{
-    AuditFilter, SealedSecret, SessionFilter, SessionPatch, SessionRecord, Store, StoreError,
-    TokenRecord,
+    AuditFilter, SealedSecret, SessionFilter, SessionPatch, SessionRecord, SlotClaim, Store,
+    StoreError, TokenRecord,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -170,6 +170,8 @@ both_engines!(
     concurrent_appends_form_one_gap_free_chain,
     two_handles_extend_one_chain,
     concurrent_transitions_from_one_state_have_one_winner,
+    slots_are_taken_atomically_and_released_once,
+    racing_approvals_never_exceed_a_limit,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1351,6 +1353,155 @@ async fn concurrent_transitions_from_one_state_have_one_winner(db: &TestDb) {
         assert_eq!(events[0].reason, Some(format!("p{}", winners[0])));
     }
     assert_eq!(verify_chain(&store).await, 3);
+}
+
+fn claims(actor: &str, target: &str, actor_limit: u32) -> Vec<SlotClaim> {
+    vec![
+        SlotClaim {
+            scope: "actor".into(),
+            key: actor.into(),
+            limit: Some(actor_limit),
+        },
+        SlotClaim {
+            scope: "target".into(),
+            key: target.into(),
+            limit: None,
+        },
+    ]
+}
+
+async fn usage(store: &Store, scope: &str, key: &str) -> i64 {
+    store
+        .slot_usage(Some(scope), Some(key))
+        .await
+        .unwrap()
+        .first()
+        .map_or(0, |u| u.used)
+}
+
+async fn slots_are_taken_atomically_and_released_once(db: &TestDb) {
+    let store = db.store().await;
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let s = session(1_000 + i, "alice@corp", "web-01");
+        store.insert_session(&s, None).await.unwrap();
+        let ok = store
+            .approve_session(
+                s.id,
+                &SessionPatch::default(),
+                &[],
+                &claims("alice@corp", "web-01", 2),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ok, Ok(true));
+        ids.push(s.id);
+    }
+    assert_eq!(usage(&store, "actor", "alice@corp").await, 2);
+    assert_eq!(usage(&store, "target", "web-01").await, 2);
+    // A third is refused on the actor scope, and nothing of it is applied: not its state, not
+    // the target slot taken before the actor slot failed (claims here are target-last, so
+    // reverse them to check the rollback of an earlier claim).
+    let third = session(2_000, "alice@corp", "web-01");
+    store.insert_session(&third, None).await.unwrap();
+    let mut reversed = claims("alice@corp", "web-01", 2);
+    reversed.reverse();
+    let full = store
+        .approve_session(
+            third.id,
+            &SessionPatch::default(),
+            &[NewAuditEvent::new(kinds::SESSION_APPROVED)],
+            &reversed,
+        )
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(full.scope, "actor");
+    assert_eq!(full.limit, 2);
+    assert_eq!(
+        usage(&store, "target", "web-01").await,
+        2,
+        "target slot rolled back"
+    );
+    let got = store.get_session(third.id).await.unwrap().unwrap();
+    assert_eq!(got.state, SessionState::Requested);
+    // Releasing happens on the way to closing, once.
+    store
+        .transition_session(
+            ids[0],
+            SessionState::Approved,
+            SessionState::Closing,
+            &SessionPatch::default(),
+            &[],
+        )
+        .await
+        .unwrap();
+    store
+        .transition_session(
+            ids[0],
+            SessionState::Closing,
+            SessionState::Closed,
+            &SessionPatch::default(),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(usage(&store, "actor", "alice@corp").await, 1);
+    assert_eq!(usage(&store, "target", "web-01").await, 1);
+    // Now the third fits.
+    let ok = store
+        .approve_session(
+            third.id,
+            &SessionPatch::default(),
+            &[],
+            &claims("alice@corp", "web-01", 2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok, Ok(true));
+    assert_eq!(usage(&store, "actor", "alice@corp").await, 2);
+    // A session that is no longer requested is not approved twice.
+    let again = store
+        .approve_session(
+            third.id,
+            &SessionPatch::default(),
+            &[],
+            &claims("alice@corp", "web-01", 9),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Ok(false));
+    assert_eq!(usage(&store, "actor", "alice@corp").await, 2);
+}
+
+async fn racing_approvals_never_exceed_a_limit(db: &TestDb) {
+    let store = db.store().await;
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = session(3_000 + i, "bob@corp", "db-01");
+            store.insert_session(&s, None).await.unwrap();
+            store
+                .approve_session(
+                    s.id,
+                    &SessionPatch::default(),
+                    &[],
+                    &claims("bob@corp", "db-01", 3),
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        if t.await.unwrap() == Ok(true) {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 3);
+    assert_eq!(usage(&store, "actor", "bob@corp").await, 3);
+    assert_eq!(usage(&store, "target", "db-01").await, 3);
 }
 
 #[test]

@@ -9,6 +9,7 @@ use crate::client::ApiClient;
 use crate::error::CliError;
 
 mod audit;
+mod limits;
 mod recording;
 mod resources;
 mod session;
@@ -24,6 +25,7 @@ pub(crate) async fn run(client: &ApiClient, command: Command) -> Result<u8, CliE
         Command::Vault(cmd) => vault::run(client, cmd).await,
         Command::Recording(cmd) => recording::run(client, cmd).await,
         Command::Audit(cmd) => audit::run(client, cmd).await,
+        Command::Limits(cmd) => limits::run(client, cmd).await,
     }
 }
 

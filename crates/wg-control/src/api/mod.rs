@@ -72,6 +72,7 @@ pub fn router(control: ControlPlane) -> Router {
             "/api/v1/resources/{kind}/{name}",
             get(resources::show).delete(resources::delete),
         )
+        .route("/api/v1/limits/usage", get(resources::limits_usage))
         .route("/api/v1/vault", get(resources::vault_list))
         .route("/api/v1/vault/{*path}", put(resources::vault_put))
         .fallback(|| async { ApiError(ControlError::not_found("no such API route")) })

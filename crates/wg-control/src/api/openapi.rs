@@ -13,7 +13,7 @@ use super::{resources, sessions};
         sessions::list, sessions::show, sessions::terminate, sessions::recording_verify,
         sessions::recording_stream, sessions::audit_list, sessions::audit_verify,
         resources::apply, resources::list, resources::show, resources::delete,
-        resources::vault_list, resources::vault_put,
+        resources::vault_list, resources::vault_put, resources::limits_usage,
     ),
     modifiers(&Bearer)
 )]

@@ -117,3 +117,33 @@ pub(crate) async fn vault_put(
             .await?,
     ))
 }
+
+/// Query parameters of `GET /api/v1/limits/usage` (at most one).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub(crate) struct UsageParams {
+    /// One actor.
+    actor: Option<String>,
+    /// One target.
+    target: Option<String>,
+    /// One policy.
+    policy: Option<String>,
+}
+
+/// Concurrency use against limits.
+#[utoipa::path(get, path = "/api/v1/limits/usage", params(UsageParams),
+    responses((status = 200, body = wg_domain::api::LimitsUsage), (status = 400, body = wg_domain::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn limits_usage(
+    _caller: Caller<Auditor>,
+    State(st): State<ApiState>,
+    axum::extract::Query(p): axum::extract::Query<UsageParams>,
+) -> ApiResult<Json<wg_domain::api::LimitsUsage>> {
+    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let (actor, target, policy) = (nonempty(p.actor), nonempty(p.target), nonempty(p.policy));
+    Ok(Json(wg_domain::api::LimitsUsage {
+        usage: st
+            .control
+            .limits_usage(actor.as_deref(), target.as_deref(), policy.as_deref())
+            .await?,
+    }))
+}

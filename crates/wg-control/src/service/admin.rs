@@ -302,4 +302,80 @@ impl ControlPlane {
         }
         Ok(r)
     }
+
+    /// Concurrency use against limits: for the one actor, target or policy named, or every scope
+    /// key with live sessions when none is named.
+    ///
+    /// # Errors
+    /// `bad_request` when more than one selector is given; store failures.
+    pub async fn limits_usage(
+        &self,
+        actor: Option<&str>,
+        target: Option<&str>,
+        policy: Option<&str>,
+    ) -> Result<Vec<wg_domain::api::LimitUsage>, ControlError> {
+        let selected: Vec<(&str, &str)> =
+            [("actor", actor), ("target", target), ("policy", policy)]
+                .into_iter()
+                .filter_map(|(scope, key)| key.map(|k| (scope, k)))
+                .collect();
+        if selected.len() > 1 {
+            return Err(ControlError::bad_request(
+                "name at most one of actor, target, policy",
+            ));
+        }
+        let store = &self.inner.store;
+        let rows: Vec<(String, String, i64)> = match selected.first() {
+            Some((scope, key)) => {
+                let used = store
+                    .slot_usage(Some(scope), Some(key))
+                    .await?
+                    .first()
+                    .map_or(0, |u| u.used);
+                vec![((*scope).to_owned(), (*key).to_owned(), used)]
+            }
+            None => store
+                .slot_usage(None, None)
+                .await?
+                .into_iter()
+                .map(|u| (u.scope, u.key, u.used))
+                .collect(),
+        };
+        let defaults = match store.get_resource(Kind::Limits, "default").await? {
+            Some(Resource::Limits(l)) => Some(l),
+            _ => None,
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (scope, key, used) in rows {
+            let limit = match scope.as_str() {
+                "actor" => {
+                    let own = match store.get_resource(Kind::User, &key).await? {
+                        Some(Resource::User(u)) => u.max_sessions_per_user,
+                        _ => match store.get_resource(Kind::ServicePrincipal, &key).await? {
+                            Some(Resource::ServicePrincipal(s)) => s.max_sessions_per_user,
+                            _ => None,
+                        },
+                    };
+                    own.or(defaults.as_ref().and_then(|d| d.max_sessions_per_user))
+                }
+                "target" => match store.get_resource(Kind::Target, &key).await? {
+                    Some(Resource::Target(t)) => t.max_sessions_per_target,
+                    _ => None,
+                }
+                .or(defaults.as_ref().and_then(|d| d.max_sessions_per_target)),
+                "policy" => match store.get_resource(Kind::Policy, &key).await? {
+                    Some(Resource::Policy(p)) => p.concurrency.max,
+                    _ => None,
+                },
+                _ => None,
+            };
+            out.push(wg_domain::api::LimitUsage {
+                scope,
+                key,
+                used,
+                limit,
+            });
+        }
+        Ok(out)
+    }
 }

@@ -7,6 +7,9 @@ use wg_domain::time::now_millis;
 use wg_domain::{ErrorCode, SessionId};
 
 use super::*;
+use wg_domain::resources::{Kind, Resource};
+use wg_store::{SlotClaim, SlotsFull};
+
 use crate::ControlError;
 
 impl ControlPlane {
@@ -89,7 +92,8 @@ impl ControlPlane {
         match self.decide(&ask, &groups, target, protocol).await {
             Ok((admission, t)) => self.approve(id, &ask, admission, t).await,
             Err(error) => {
-                self.close_denied(id, &ask.actor, &error).await;
+                self.close_denied(id, SessionState::Requested, &ask.actor, &error)
+                    .await;
                 Err(Denied {
                     session: Some(id),
                     error,
@@ -142,7 +146,13 @@ impl ControlPlane {
         Ok((admission, target))
     }
 
-    async fn close_denied(&self, id: SessionId, actor: &str, error: &ControlError) {
+    async fn close_denied(
+        &self,
+        id: SessionId,
+        from: SessionState,
+        actor: &str,
+        error: &ControlError,
+    ) {
         let patch = SessionPatch {
             ended_ms: Some(now_millis()),
             end_reason: Some(EndReason::Denied),
@@ -166,13 +176,7 @@ impl ControlPlane {
         if let Err(e) = self
             .inner
             .store
-            .transition_session(
-                id,
-                SessionState::Requested,
-                SessionState::Closed,
-                &patch,
-                &[denied, closed],
-            )
+            .transition_session(id, from, SessionState::Closed, &patch, &[denied, closed])
             .await
         {
             tracing::error!(session = %id, error = %e, "cannot record denial");
@@ -191,22 +195,6 @@ impl ControlPlane {
             session: Some(id),
             error,
         };
-        let credential = match store.get_secret(&admission.credential).await {
-            Ok(Some(s)) => self
-                .inner
-                .vault
-                .open_secret(&s.path, &s.kind, &s.nonce, &s.ciphertext)
-                .map_err(fail)?,
-            Ok(None) => {
-                let e = ControlError::unavailable(format!(
-                    "the credential {} of account {} is not in the vault (wgctl vault put)",
-                    admission.credential, admission.account
-                ));
-                self.close_denied(id, &ask.actor, &e).await;
-                return Err(fail(e));
-            }
-            Err(e) => return Err(fail(e.into())),
-        };
         let patch = SessionPatch {
             account: Some(admission.account.clone()),
             vault_path: Some(admission.credential.clone()),
@@ -221,22 +209,62 @@ impl ControlPlane {
                 "policy": admission.policy, "account": admission.account,
                 "vault_path": admission.credential, "recording": admission.recording.as_str(),
             }));
-        let moved = store
-            .transition_session(
-                id,
-                SessionState::Requested,
-                SessionState::Approved,
-                &patch,
-                &[approved],
-            )
+        // Concurrency at four scopes, in this fixed order (PRODUCT.md §4), taken atomically with
+        // the approval — before the vault is touched.
+        let claims = self
+            .slot_claims(ask, &admission, &target)
             .await
-            .map_err(|e| fail(e.into()))?;
-        if !moved {
-            return Err(fail(ControlError::new(
-                ErrorCode::Conflict,
-                "the session was terminated while it was being decided",
-            )));
+            .map_err(fail)?;
+        match store
+            .approve_session(id, &patch, &[approved], &claims)
+            .await
+            .map_err(|e| fail(e.into()))?
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(fail(ControlError::new(
+                    ErrorCode::Conflict,
+                    "the session was terminated while it was being decided",
+                )));
+            }
+            Err(full) => {
+                let e = concurrency_error(&full, &target.name);
+                self.close_denied(id, SessionState::Requested, &ask.actor, &e)
+                    .await;
+                return Err(fail(e));
+            }
         }
+        let credential = match store.get_secret(&admission.credential).await {
+            Ok(Some(s)) => {
+                match self
+                    .inner
+                    .vault
+                    .open_secret(&s.path, &s.kind, &s.nonce, &s.ciphertext)
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.close_denied(id, SessionState::Approved, &ask.actor, &e)
+                            .await;
+                        return Err(fail(e));
+                    }
+                }
+            }
+            Ok(None) => {
+                let e = ControlError::unavailable(format!(
+                    "the credential {} of account {} is not in the vault (wgctl vault put)",
+                    admission.credential, admission.account
+                ));
+                self.close_denied(id, SessionState::Approved, &ask.actor, &e)
+                    .await;
+                return Err(fail(e));
+            }
+            Err(e) => {
+                let e: ControlError = e.into();
+                self.close_denied(id, SessionState::Approved, &ask.actor, &e)
+                    .await;
+                return Err(fail(e));
+            }
+        };
         Ok(Admitted {
             session: id,
             target: target.name.clone(),
@@ -250,4 +278,87 @@ impl ControlPlane {
             policy: admission.policy,
         })
     }
+
+    /// The four concurrency claims of an admitted attempt, each limit taken from the most
+    /// specific place it is set: the actor's own `maxSessionsPerUser` over the global default,
+    /// the target's `maxSessionsPerTarget` over the global default, the policy's
+    /// `concurrency.max`, the gateway's `gateway.maxActive`.
+    async fn slot_claims(
+        &self,
+        ask: &SessionAsk,
+        admission: &policy::Admission,
+        target: &wg_domain::resources::Target,
+    ) -> Result<Vec<SlotClaim>, ControlError> {
+        let store = &self.inner.store;
+        let defaults = match store.get_resource(Kind::Limits, "default").await? {
+            Some(Resource::Limits(l)) => l,
+            _ => wg_domain::resources::Limits {
+                name: "default".into(),
+                max_sessions_per_user: None,
+                max_sessions_per_target: None,
+            },
+        };
+        let own = match store.get_resource(Kind::User, &ask.actor).await? {
+            Some(Resource::User(u)) => u.max_sessions_per_user,
+            _ => match store
+                .get_resource(Kind::ServicePrincipal, &ask.actor)
+                .await?
+            {
+                Some(Resource::ServicePrincipal(s)) => s.max_sessions_per_user,
+                _ => None,
+            },
+        };
+        Ok(vec![
+            SlotClaim {
+                scope: "actor".into(),
+                key: ask.actor.clone(),
+                limit: own.or(defaults.max_sessions_per_user),
+            },
+            SlotClaim {
+                scope: "target".into(),
+                key: target.name.clone(),
+                limit: target
+                    .max_sessions_per_target
+                    .or(defaults.max_sessions_per_target),
+            },
+            SlotClaim {
+                scope: "policy".into(),
+                key: admission.policy.clone(),
+                limit: admission.concurrency_max,
+            },
+            SlotClaim {
+                scope: "gateway".into(),
+                key: ask.gateway.clone(),
+                limit: ask.gateway_max_active,
+            },
+        ])
+    }
+}
+
+/// The structured denial of a full scope, e.g.
+/// `{"error":"concurrency_limit","scope":"target","limit":5,"target":"web-01.prod"}`.
+fn concurrency_error(full: &SlotsFull, target: &str) -> ControlError {
+    let what = match full.scope.as_str() {
+        "actor" => format!(
+            "{} already has {} live sessions (maxSessionsPerUser)",
+            full.key, full.limit
+        ),
+        "target" => format!(
+            "target at capacity: {} has {} live sessions (maxSessionsPerTarget)",
+            full.key, full.limit
+        ),
+        "policy" => format!(
+            "policy {} admits {} live sessions at once (concurrency.max)",
+            full.key, full.limit
+        ),
+        _ => format!(
+            "gateway {} is at capacity: {} live sessions (gateway.maxActive)",
+            full.key, full.limit
+        ),
+    };
+    let mut e = ControlError::new(ErrorCode::ConcurrencyLimit, what);
+    e.0.scope = Some(full.scope.clone());
+    e.0.limit = Some(full.limit);
+    e.0.target = Some(target.to_owned());
+    e
 }

@@ -119,6 +119,8 @@ pub struct SessionAsk {
     pub client_ip: Option<String>,
     /// Client software ident.
     pub client_software: Option<String>,
+    /// The gateway's `gateway.maxActive` (`None`: unlimited).
+    pub gateway_max_active: Option<u32>,
 }
 
 /// A lifecycle report from a gateway.

@@ -62,6 +62,8 @@ pub struct SshSettings {
     pub gateway: String,
     /// Recording spool.
     pub recordings_root: std::path::PathBuf,
+    /// `gateway.maxActive`.
+    pub max_active: Option<u32>,
 }
 
 struct Shared {
@@ -364,6 +366,7 @@ impl ClientHandler {
                 protocol: "ssh".into(),
                 client_ip: self.peer.ip().to_string(),
                 client_software,
+                gateway_max_active: self.shared.settings.max_active.unwrap_or(0),
                 ..Default::default()
             })
             .await

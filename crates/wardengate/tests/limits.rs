@@ -1,0 +1,179 @@
+//! Concurrency limits (PRODUCT.md §4, acceptance case S2): slots are taken atomically, freed when
+//! a session ends, and a denial names its scope before any target account is touched.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failed unwrap is a failed test
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Rig, read, wait_until};
+
+fn alice_with_limit(rig: &Rig, n: u32) {
+    rig.apply(&format!(
+        "kind: user\nname: alice@corp\ngroups: [dev]\nmaxSessionsPerUser: {n}\nsshKeys: [\"{}\"]\n",
+        rig.public_key("alice")
+    ));
+}
+
+fn denied_for(rig: &Rig, actor: &str) -> usize {
+    rig.wgctl_json(&["audit", "list", "--kind", "session.denied"])["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == actor)
+        .count()
+}
+
+#[test]
+fn short_bursts_never_trip_the_limit_and_the_next_one_over_is_refused() {
+    let rig = Rig::start();
+    alice_with_limit(&rig, 5);
+    // 300 short sessions at a parallelism equal to the limit.
+    let ssh: Vec<String> = {
+        let c = rig.ssh("alice", "alice@corp:dev1", &["true"]);
+        std::iter::once(c.get_program().to_string_lossy().into_owned())
+            .chain(c.get_args().map(|a| a.to_string_lossy().into_owned()))
+            .collect()
+    };
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("seq 300 | xargs -P5 -I{{}} {}", ssh.join(" ")))
+        .status()
+        .unwrap();
+    assert!(st.success(), "some of the 300 sessions failed");
+    let last_exit = Instant::now();
+    assert_eq!(denied_for(&rig, "alice@corp"), 0);
+    wait_until("usage back to 0", Duration::from_secs(5), || {
+        rig.wgctl_json(&["limits", "usage", "--actor", "alice@corp"])["usage"][0]["used"] == 0
+    });
+    assert!(
+        last_exit.elapsed() < Duration::from_secs(1),
+        "usage took {:?} to return to 0",
+        last_exit.elapsed()
+    );
+
+    // Hold 5 sessions, then a 6th is refused with a structured error naming the actor scope.
+    let logins_before = read(&rig.sshd_log).matches("Accepted publickey").count();
+    let mut holds = Vec::new();
+    for _ in 0..5 {
+        holds.push(
+            rig.ssh("alice", "alice@corp:dev1", &["sleep 60"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    wait_until("5 live sessions", Duration::from_secs(20), || {
+        rig.wgctl_json(&["limits", "usage", "--actor", "alice@corp"])["usage"][0]["used"] == 5
+    });
+    let usage = rig.wgctl_ok(&["limits", "usage", "--actor", "alice@corp"]);
+    assert!(
+        usage
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            == ["actor", "alice@corp", "5", "5"],
+        "{usage}"
+    );
+    wait_until("5 target logins", Duration::from_secs(10), || {
+        read(&rig.sshd_log).matches("Accepted publickey").count() >= logins_before + 5
+    });
+    let logins = read(&rig.sshd_log).matches("Accepted publickey").count();
+    let connections = read(&rig.sshd_log).matches("Connection from").count();
+    let out = rig
+        .ssh("alice", "alice@corp:dev1", &["true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("concurrency_limit, scope=actor, limit=5"),
+        "{err}"
+    );
+    let denied = rig.wgctl_json(&["audit", "list", "--kind", "session.denied"]);
+    let last = denied["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["details"]["error"], "concurrency_limit");
+    assert_eq!(last["details"]["scope"], "actor");
+    assert_eq!(last["details"]["limit"], 5);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        read(&rig.sshd_log).matches("Accepted publickey").count(),
+        logins,
+        "no target login for the refused attempt"
+    );
+    assert_eq!(
+        read(&rig.sshd_log).matches("Connection from").count(),
+        connections,
+        "no target connection for the refused attempt"
+    );
+    for mut h in holds {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    wait_until("slots freed", Duration::from_secs(5), || {
+        rig.wgctl_json(&["limits", "usage", "--actor", "alice@corp"])["usage"][0]["used"] == 0
+    });
+}
+
+#[test]
+fn target_and_policy_scopes_are_reported_distinctly() {
+    let rig = Rig::start();
+    rig.apply(&format!(
+        "kind: target\nname: dev1-small\naddress: \"127.0.0.1:{port}\"\nprotocol: ssh\ntags: {{env: dev}}\n\
+         maxSessionsPerTarget: 1\naccounts: [{{name: root, credential: vault/ssh/dev1}}]\nhostKey: \"{key}\"\n\
+         ---\nkind: target\nname: dev1-breakglass\naddress: \"127.0.0.1:{port}\"\nprotocol: ssh\n\
+         accounts: [{{name: root, credential: vault/ssh/dev1}}]\nhostKey: \"{key}\"\n\
+         ---\nkind: policy\nname: breakglass\nsubjects: [user:alice@corp]\ntargets: {{names: [dev1-breakglass]}}\n\
+         concurrency: {{max: 1}}\n",
+        port = rig.sshd_port,
+        key = rig.public_key("sshd_host"),
+    ));
+    for (target, scope) in [("dev1-small", "target"), ("dev1-breakglass", "policy")] {
+        let mut hold = rig
+            .ssh("alice", &format!("alice@corp:{target}"), &["sleep 60"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("the held session", Duration::from_secs(20), || {
+            rig.wgctl_json(&["session", "list", "--target", target])["sessions"]
+                .as_array()
+                .is_some_and(|s| s.len() == 1 && s[0]["state"] == "active")
+        });
+        let out = rig
+            .ssh("alice", &format!("alice@corp:{target}"), &["true"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("concurrency_limit, scope={scope}, limit=1")),
+            "{err}"
+        );
+        if scope == "target" {
+            assert!(err.contains("target at capacity"), "{err}");
+        }
+        let _ = hold.kill();
+        let _ = hold.wait();
+        wait_until("slot freed", Duration::from_secs(5), || {
+            rig.wgctl_json(&[
+                "limits",
+                "usage",
+                &format!("--{scope}"),
+                if scope == "target" {
+                    target
+                } else {
+                    "breakglass"
+                },
+            ])["usage"][0]["used"]
+                == 0
+        });
+    }
+}

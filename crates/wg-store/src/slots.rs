@@ -1,0 +1,104 @@
+//! Concurrency slots: one counter row per `(scope, key)` (e.g. `("actor", "alice@corp")`).
+//!
+//! A slot is taken with a conditional `UPDATE … SET used = used + 1 WHERE used < limit` inside the
+//! transaction that approves the session: on PostgreSQL the row lock serialises concurrent takers
+//! across processes and the condition is re-checked after a competitor commits; on SQLite the
+//! writer lock does the same. Scopes are always taken in the same order, so two transactions never
+//! wait on each other's counters in opposite orders. Which slots a session holds is kept in
+//! `session_slots`, so the release (in the transaction that moves the session to closing or
+//! closed) happens exactly once.
+
+use sqlx::{Any, Transaction};
+
+use crate::Result;
+
+/// One scope's claim on a concurrency slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotClaim {
+    /// `actor`, `target`, `policy` or `gateway`.
+    pub scope: String,
+    /// The actor, target, policy or gateway name.
+    pub key: String,
+    /// The limit; `None` counts without limiting.
+    pub limit: Option<u32>,
+}
+
+/// A scope whose limit is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotsFull {
+    /// The offending scope.
+    pub scope: String,
+    /// Its key.
+    pub key: String,
+    /// The limit reached.
+    pub limit: u32,
+}
+
+/// Current use of one scope key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotUsage {
+    /// Scope.
+    pub scope: String,
+    /// Key.
+    pub key: String,
+    /// Live sessions holding a slot.
+    pub used: i64,
+}
+
+/// Takes one slot per claim, in order; stops at the first full scope (the caller rolls back).
+pub(crate) async fn take(
+    tx: &mut Transaction<'static, Any>,
+    session: &str,
+    claims: &[SlotClaim],
+) -> Result<Option<SlotsFull>> {
+    for c in claims {
+        sqlx::query(
+            "INSERT INTO slot_counters (scope, key, used) VALUES ($1, $2, 0) \
+             ON CONFLICT (scope, key) DO NOTHING",
+        )
+        .bind(&c.scope)
+        .bind(&c.key)
+        .execute(&mut **tx)
+        .await?;
+        let limit = c.limit.map_or(i64::MAX, i64::from);
+        let taken = sqlx::query(
+            "UPDATE slot_counters SET used = used + 1 WHERE scope = $1 AND key = $2 AND used < $3",
+        )
+        .bind(&c.scope)
+        .bind(&c.key)
+        .bind(limit)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if taken == 0 {
+            return Ok(Some(SlotsFull {
+                scope: c.scope.clone(),
+                key: c.key.clone(),
+                limit: c.limit.unwrap_or(0),
+            }));
+        }
+        sqlx::query("INSERT INTO session_slots (session_id, scope, key) VALUES ($1, $2, $3)")
+            .bind(session)
+            .bind(&c.scope)
+            .bind(&c.key)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(None)
+}
+
+/// Releases every slot `session` holds (none if it holds none or already released them).
+pub(crate) async fn release(tx: &mut Transaction<'static, Any>, session: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE slot_counters SET used = used - 1 WHERE EXISTS (SELECT 1 FROM session_slots s \
+         WHERE s.session_id = $1 AND s.scope = slot_counters.scope AND s.key = slot_counters.key)",
+    )
+    .bind(session)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("DELETE FROM session_slots WHERE session_id = $1")
+        .bind(session)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
