@@ -55,6 +55,8 @@ pub struct LiveSession {
     kill_info: OnceLock<KillInfo>,
     last_input_ms: AtomicI64,
     reported_input_ms: AtomicI64,
+    idle_warned: AtomicBool,
+    input: tokio::sync::Notify,
     pty: Mutex<Option<(String, u32, u32)>>,
     pty_dirty: AtomicBool,
     recorder: tokio::sync::OnceCell<Recorder>,
@@ -79,6 +81,8 @@ impl LiveSession {
             kill_info: OnceLock::new(),
             last_input_ms: AtomicI64::new(now),
             reported_input_ms: AtomicI64::new(now),
+            idle_warned: AtomicBool::new(false),
+            input: tokio::sync::Notify::new(),
             pty: Mutex::new(None),
             pty_dirty: AtomicBool::new(false),
             recorder: tokio::sync::OnceCell::new(),
@@ -106,6 +110,26 @@ impl LiveSession {
     /// Notes meaningful user input now.
     pub fn touch_input(&self) {
         self.last_input_ms.store(now_millis(), Ordering::Relaxed);
+        // Wake the idle timer only while a warning is pending (not on every keystroke).
+        if self.idle_warned.load(Ordering::Relaxed) {
+            self.input.notify_one();
+        }
+    }
+
+    /// The time of the last meaningful user input (ms since the epoch).
+    pub fn last_input_ms(&self) -> i64 {
+        self.last_input_ms.load(Ordering::Relaxed)
+    }
+
+    /// Marks whether an idle warning is pending (input then wakes [`LiveSession::input_after_warning`]).
+    pub fn set_idle_warned(&self, warned: bool) {
+        self.idle_warned.store(warned, Ordering::Relaxed);
+    }
+
+    /// Resolves at the next input after an idle warning (a stored permit: an input that came
+    /// before the wait began is not lost).
+    pub async fn input_after_warning(&self) {
+        self.input.notified().await;
     }
 
     /// Notes the client's terminal.

@@ -36,7 +36,7 @@ use wg_recording::RecorderConfig;
 use zeroize::Zeroizing;
 
 use crate::control::ControlClient;
-use crate::runtime::{CloseOutcome, LiveSession, Registration, Runtime};
+use crate::runtime::{CloseOutcome, KillInfo, LiveSession, Registration, Runtime};
 
 /// Cipher preference of both legs: AES-GCM first (hardware-accelerated on current CPUs, and
 /// what OpenSSH clients offer), then ChaCha20-Poly1305.
@@ -163,6 +163,10 @@ struct SshSession {
     client_channels: Mutex<Vec<ChannelId>>,
     exit_status: Arc<Mutex<Option<i32>>>,
     active_reported: std::sync::atomic::AtomicBool,
+    /// Policy `idle.timeout`.
+    idle_timeout: Duration,
+    /// Policy `idle.grace`.
+    idle_grace: Duration,
 }
 
 impl SshSession {
@@ -205,9 +209,18 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
     };
     let server = running.handle();
     tokio::pin!(running);
-    let killed = tokio::select! {
-        _ = &mut running => false,
-        _ = kill.cancelled() => true,
+    let mut idle = IdleClock::default();
+    let killed = loop {
+        let wait = idle.next_wake(slot.get());
+        tokio::select! {
+            biased;
+            _ = kill.cancelled() => break true,
+            _ = &mut running => break false,
+            _ = wait => {}
+        }
+        if let Some(session) = slot.get() {
+            idle.check(&shared, session, &server).await;
+        }
     };
     let Some(session) = slot.get().cloned() else {
         // Refused attempts end here: give the client a moment to read the refusal.
@@ -237,6 +250,136 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
     }
     session.live().publish_outcome(outcome);
+}
+
+/// Idle disconnect (seed: "Idle disconnect mechanics"): idle is the time since the last
+/// meaningful user input — channel data from the client; SSH keepalives, window adjustments and
+/// target output never count. When `idle.timeout` elapses the session is warned (state `idle`,
+/// a `session.idle_warning` event, a `wardengate:` line on the user's terminal); input within
+/// `idle.grace` returns it to `active`, otherwise it is severed with reason `idle_timeout`.
+/// One re-armed deadline per session (tokio's timer wheel), no task per timer.
+#[derive(Default)]
+struct IdleClock {
+    /// When the pending warning was given (ms since the epoch).
+    warned_at: Option<i64>,
+}
+
+impl IdleClock {
+    /// Sleeps until the session's next idle deadline, or until input arrives while warned.
+    fn next_wake(
+        &self,
+        session: Option<&Arc<SshSession>>,
+    ) -> impl std::future::Future<Output = ()> + use<> {
+        let plan = session.map(|s| {
+            let live = s.live().clone();
+            let deadline = match self.warned_at {
+                None => live.last_input_ms() + ms(s.idle_timeout),
+                Some(w) => w + ms(s.idle_grace),
+            };
+            (live, deadline, self.warned_at.is_some())
+        });
+        async move {
+            let Some((live, deadline, warned)) = plan else {
+                // Not admitted yet: look again shortly.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return;
+            };
+            let wait = u64::try_from(deadline - now_millis()).unwrap_or(0);
+            let sleep = tokio::time::sleep(Duration::from_millis(wait));
+            if warned {
+                tokio::select! {
+                    _ = sleep => {}
+                    _ = live.input_after_warning() => {}
+                }
+            } else {
+                sleep.await;
+            }
+        }
+    }
+
+    async fn check(
+        &mut self,
+        shared: &Shared,
+        s: &Arc<SshSession>,
+        server: &russh::server::Handle,
+    ) {
+        let live = s.live();
+        let now = now_millis();
+        match self.warned_at {
+            None => {
+                if now - live.last_input_ms() < ms(s.idle_timeout) {
+                    return;
+                }
+                self.warned_at = Some(now);
+                live.set_idle_warned(true);
+                let line = format!(
+                    "\r\nwardengate: this session has been idle for {}; it will be closed in {} unless you type something\r\n",
+                    wg_domain::time::format_duration(s.idle_timeout),
+                    wg_domain::time::format_duration(s.idle_grace),
+                );
+                if let Some(rec) = live.started_recorder() {
+                    let _ = rec
+                        .record(wg_recording::Frame::Marker(line.trim().to_owned()))
+                        .await;
+                }
+                notify_client(s, server, &line).await;
+                report(
+                    &shared.control,
+                    SessionReport {
+                        session_id: live.id.to_string(),
+                        state: "idle".into(),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            }
+            Some(warned_at) => {
+                if live.last_input_ms() > warned_at {
+                    self.warned_at = None;
+                    live.set_idle_warned(false);
+                    report(
+                        &shared.control,
+                        SessionReport {
+                            session_id: live.id.to_string(),
+                            state: "active".into(),
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+                } else if now - warned_at >= ms(s.idle_grace) {
+                    live.kill(KillInfo {
+                        reason: EndReason::IdleTimeout,
+                        by: None,
+                        detail: format!(
+                            "idle for {} with no input during the {} grace",
+                            wg_domain::time::format_duration(s.idle_timeout),
+                            wg_domain::time::format_duration(s.idle_grace),
+                        ),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Writes a gateway line to the stderr of every client session channel (at most 500 ms each).
+async fn notify_client(session: &SshSession, server: &russh::server::Handle, line: &str) {
+    let channels: Vec<ChannelId> = session
+        .client_channels
+        .lock()
+        .map(|c| c.clone())
+        .unwrap_or_default();
+    for ch in channels {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(500),
+            server.extended_data(ch, 1, line.as_bytes().to_vec()),
+        )
+        .await;
+    }
 }
 
 /// The close sequence: stop relaying, seal, tell the client, sever both legs, report.
@@ -288,19 +431,7 @@ async fn close(
     }
     // 3. Tell the client why, then sever the client leg.
     if let Some(n) = &notice {
-        let channels: Vec<ChannelId> = session
-            .client_channels
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_default();
-        let line = format!("\r\n{n}\r\n");
-        for ch in channels {
-            let _ = tokio::time::timeout(
-                Duration::from_millis(500),
-                server.extended_data(ch, 1, line.clone().into_bytes()),
-            )
-            .await;
-        }
+        notify_client(session, server, &format!("\r\n{n}\r\n")).await;
         let _ = server
             .disconnect(russh::Disconnect::ByApplication, n.clone(), String::new())
             .await;
@@ -407,6 +538,17 @@ impl ClientHandler {
                     .await);
             }
         };
+        // Zero (an old control plane) falls back to the seed's defaults: 15 min, 60 s.
+        let idle_timeout = Duration::from_millis(if decision.idle_timeout_ms > 0 {
+            decision.idle_timeout_ms
+        } else {
+            15 * 60 * 1000
+        });
+        let idle_grace = Duration::from_millis(if decision.idle_grace_ms > 0 {
+            decision.idle_grace_ms
+        } else {
+            60 * 1000
+        });
         let pinned = (!decision.host_key.is_empty()).then_some(decision.host_key.as_str());
         let leg = match target::connect(
             &decision.target_address,
@@ -441,6 +583,8 @@ impl ClientHandler {
             client_channels: Mutex::new(Vec::new()),
             exit_status: Arc::new(Mutex::new(None)),
             active_reported: std::sync::atomic::AtomicBool::new(false),
+            idle_timeout,
+            idle_grace,
         }))
     }
 
