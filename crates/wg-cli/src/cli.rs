@@ -220,12 +220,37 @@ pub struct SessionShowArgs {
 /// `wgctl session terminate` arguments.
 #[derive(Debug, Args)]
 pub struct TerminateArgs {
-    /// Session ID (`sess_` + 12 hex characters).
-    #[arg(value_name = "ID", value_parser = parse_session_id)]
+    /// Session ID (`sess_` + 12 hex characters); or select sessions with the flags below.
+    #[arg(value_name = "ID", value_parser = parse_session_id, conflicts_with_all = ["actor", "target", "target_tag", "protocol"])]
     pub id: Option<String>,
     /// Why the session is terminated (required; recorded in the audit log).
     #[arg(long, required = true, value_parser = parse_reason)]
     pub reason: String,
+    /// Mass termination: every live session of this actor.
+    #[arg(long, value_name = "ACTOR")]
+    pub actor: Option<String>,
+    /// Mass termination: every live session to this target.
+    #[arg(long, value_name = "TARGET")]
+    pub target: Option<String>,
+    /// Mass termination: every live session to targets tagged key=value.
+    #[arg(long = "target-tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    pub target_tag: Option<String>,
+    /// Mass termination: every live session of this protocol (ssh, pg, rdp).
+    #[arg(long, value_name = "PROTO", value_parser = parse_protocol_arg)]
+    pub protocol: Option<String>,
+}
+
+fn parse_tag(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((k, _)) if !k.trim().is_empty() => Ok(s.to_owned()),
+        _ => Err(format!("{s:?} is not key=value")),
+    }
+}
+
+fn parse_protocol_arg(s: &str) -> Result<String, String> {
+    s.parse::<wg_domain::resources::Protocol>()
+        .map(|p| p.as_str().to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// `wgctl apply` arguments.

@@ -532,3 +532,25 @@ pub fn limits_usage(rows: &[wg_domain::api::LimitUsage]) -> String {
         .collect();
     table(&["SCOPE", "KEY", "USED", "LIMIT"], &[], &rows)
 }
+
+/// `wgctl session terminate --actor …`: one line per terminated session with its recording,
+/// then a summary naming the bulk operation.
+pub fn terminate_matching(r: &wg_domain::api::BulkTerminateResponse) -> String {
+    let mut out = String::new();
+    for t in &r.terminated {
+        let seal = seal_line(t.recording.as_ref());
+        out.push_str(&format!(
+            "terminated {} at {}  {}",
+            clean(&t.session),
+            opt(t.terminated_at.as_ref()),
+            seal
+        ));
+    }
+    let n = r.terminated.len();
+    out.push_str(&format!(
+        "{n} session{} terminated (bulk operation {})\n",
+        if n == 1 { "" } else { "s" },
+        clean(&r.bulk_operation)
+    ));
+    out
+}

@@ -267,3 +267,43 @@ pub struct LimitsUsage {
     /// One row per scope key, ordered by scope and key.
     pub usage: Vec<LimitUsage>,
 }
+
+/// `POST /api/v1/sessions/terminate` body: terminate every live session matching all the given
+/// selectors (at least one).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BulkTerminateRequest {
+    /// Required: why (lands on every session's audit event).
+    pub reason: String,
+    /// Sessions of this actor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Sessions to this target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Sessions to targets carrying this tag, written `key=value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_tag: Option<String>,
+    /// Sessions of this protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+/// A session a bulk termination could not end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BulkFailure {
+    /// The session.
+    pub session: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// `POST /api/v1/sessions/terminate` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BulkTerminateResponse {
+    /// The bulk-operation ID shared by every `session.terminated` event of this call.
+    pub bulk_operation: String,
+    /// Sessions this call terminated, each with its sealed recording.
+    pub terminated: Vec<TerminateResponse>,
+    /// Sessions that could not be terminated.
+    pub failed: Vec<BulkFailure>,
+}

@@ -44,19 +44,37 @@ async fn list(client: &ApiClient, args: SessionListArgs) -> Result<u8, CliError>
     Ok(exit::OK)
 }
 
-/// The session to terminate, or a usage error: mass termination is not available yet.
-pub(super) fn terminate_target(args: &TerminateArgs) -> Result<&str, CliError> {
-    args.id.as_deref().ok_or_else(|| {
-        CliError::Usage(
-            "session terminate needs a session ID, e.g. `wgctl session terminate sess_a91c7f20bb48 --reason \"...\"` \
-             (terminating by actor or target selector is not supported yet)"
-                .into(),
-        )
-    })
+/// What to terminate: one session, or every session matching selectors.
+#[derive(Debug)]
+pub(super) enum TerminateTarget<'a> {
+    One(&'a str),
+    Matching,
+}
+
+/// The session to terminate, the selectors, or a usage error when neither is given.
+pub(super) fn terminate_target(args: &TerminateArgs) -> Result<TerminateTarget<'_>, CliError> {
+    if let Some(id) = args.id.as_deref() {
+        return Ok(TerminateTarget::One(id));
+    }
+    if args.actor.is_some()
+        || args.target.is_some()
+        || args.target_tag.is_some()
+        || args.protocol.is_some()
+    {
+        return Ok(TerminateTarget::Matching);
+    }
+    Err(CliError::Usage(
+        "session terminate needs a session ID or a selector, e.g. `wgctl session terminate sess_a91c7f20bb48 --reason \"...\"` \
+         or `wgctl session terminate --actor mallory@corp --reason \"credential revoked\"`"
+            .into(),
+    ))
 }
 
 async fn terminate(client: &ApiClient, args: TerminateArgs) -> Result<u8, CliError> {
-    let id = terminate_target(&args)?;
+    let id = match terminate_target(&args)? {
+        TerminateTarget::One(id) => id,
+        TerminateTarget::Matching => return terminate_matching(client, args).await,
+    };
     let body = TerminateRequest {
         reason: args.reason.clone(),
     };
@@ -69,6 +87,28 @@ async fn terminate(client: &ApiClient, args: TerminateArgs) -> Result<u8, CliErr
         .await?;
     emit(&render::terminate(&resp))?;
     Ok(exit::OK)
+}
+
+async fn terminate_matching(client: &ApiClient, args: TerminateArgs) -> Result<u8, CliError> {
+    let body = wg_domain::api::BulkTerminateRequest {
+        reason: args.reason,
+        actor: args.actor,
+        target: args.target,
+        target_tag: args.target_tag,
+        protocol: args.protocol,
+    };
+    let resp: wg_domain::api::BulkTerminateResponse = client
+        .send(Method::POST, &api_path(&["sessions", "terminate"]), &body)
+        .await?;
+    emit(&render::terminate_matching(&resp))?;
+    for f in &resp.failed {
+        eprintln!("wgctl: could not terminate {}: {}", f.session, f.error);
+    }
+    Ok(if resp.failed.is_empty() {
+        exit::OK
+    } else {
+        exit::FAILURE
+    })
 }
 
 #[cfg(test)]
@@ -88,6 +128,9 @@ mod tests {
         };
         let e = terminate_target(&args).unwrap_err();
         assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("needs a session ID"), "{e}");
+        assert!(
+            e.to_string().contains("needs a session ID or a selector"),
+            "{e}"
+        );
     }
 }

@@ -54,6 +54,10 @@ pub fn router(control: ControlPlane) -> Router {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/sessions", get(sessions::list))
+        .route(
+            "/api/v1/sessions/terminate",
+            post(sessions::terminate_matching),
+        )
         .route("/api/v1/sessions/{id}", get(sessions::show))
         .route("/api/v1/sessions/{id}/terminate", post(sessions::terminate))
         .route(

@@ -10,7 +10,7 @@ use super::{resources, sessions};
 #[openapi(
     info(title = "Wardengate API", description = "Sessions, resources, vault, recordings and audit."),
     paths(
-        sessions::list, sessions::show, sessions::terminate, sessions::recording_verify,
+        sessions::list, sessions::show, sessions::terminate, sessions::terminate_matching, sessions::recording_verify,
         sessions::recording_stream, sessions::audit_list, sessions::audit_verify,
         resources::apply, resources::list, resources::show, resources::delete,
         resources::vault_list, resources::vault_put, resources::limits_usage,

@@ -171,3 +171,21 @@ pub(crate) async fn audit_verify(
 ) -> ApiResult<Json<AuditVerify>> {
     Ok(Json(st.control.audit_verify().await?))
 }
+
+/// Terminate every live session matching the selectors (at least one), each flushed and sealed
+/// first; every event shares one bulk-operation ID.
+#[utoipa::path(post, path = "/api/v1/sessions/terminate", request_body = wg_domain::api::BulkTerminateRequest,
+    responses((status = 200, body = wg_domain::api::BulkTerminateResponse), (status = 400, body = wg_domain::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn terminate_matching(
+    caller: Caller<Operator>,
+    State(st): State<ApiState>,
+    body: Bytes,
+) -> ApiResult<Json<wg_domain::api::BulkTerminateResponse>> {
+    let req: wg_domain::api::BulkTerminateRequest = json_body(&body, "bulk terminate")?;
+    Ok(Json(
+        st.control
+            .terminate_matching(&req, &caller.principal)
+            .await?,
+    ))
+}

@@ -68,6 +68,128 @@ impl ControlPlane {
         reason: &str,
         operator: &str,
     ) -> Result<TerminateResponse, ControlError> {
+        self.terminate_one(id, reason, operator, None).await
+    }
+
+    /// Terminates every live session matching all the given selectors (at least one), each as
+    /// [`ControlPlane::terminate`] does, concurrently. Every `session.terminated` event carries
+    /// the same bulk-operation ID. Sessions that ended on their own meanwhile are not counted.
+    ///
+    /// # Errors
+    /// `bad_request` without a reason, without a selector, or with a malformed tag.
+    pub async fn terminate_matching(
+        &self,
+        req: &wg_domain::api::BulkTerminateRequest,
+        operator: &str,
+    ) -> Result<wg_domain::api::BulkTerminateResponse, ControlError> {
+        let reason = req.reason.trim();
+        if reason.is_empty() {
+            return Err(ControlError::bad_request(
+                "--reason is required for a forced termination",
+            ));
+        }
+        let nonempty = |v: &Option<String>| {
+            v.as_ref()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        };
+        let (actor, target, tag, protocol) = (
+            nonempty(&req.actor),
+            nonempty(&req.target),
+            nonempty(&req.target_tag),
+            nonempty(&req.protocol),
+        );
+        if actor.is_none() && target.is_none() && tag.is_none() && protocol.is_none() {
+            return Err(ControlError::bad_request(
+                "name at least one selector: --actor, --target, --target-tag or --protocol",
+            ));
+        }
+        let tag = match tag {
+            Some(t) => match t.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Some((k.to_owned(), v.to_owned())),
+                _ => {
+                    return Err(ControlError::bad_request(format!(
+                        "--target-tag {t:?} must be key=value"
+                    )));
+                }
+            },
+            None => None,
+        };
+        let tagged: Option<Vec<String>> = match &tag {
+            Some((k, v)) => Some(
+                self.inner
+                    .store
+                    .list_resources(wg_domain::resources::Kind::Target)
+                    .await?
+                    .into_iter()
+                    .filter_map(|r| match r {
+                        wg_domain::resources::Resource::Target(t)
+                            if t.tags.get(k).is_some_and(|x| x == v) =>
+                        {
+                            Some(t.name)
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            None => None,
+        };
+        let sessions = self
+            .inner
+            .store
+            .list_sessions(&SessionFilter {
+                actor,
+                target,
+                protocol,
+                limit: Some(100_000),
+                ..Default::default()
+            })
+            .await?;
+        let matching: Vec<String> = sessions
+            .into_iter()
+            .filter(|s| {
+                tagged
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&s.target))
+            })
+            .map(|s| s.id.to_string())
+            .collect();
+        let bulk = format!(
+            "bulk_{}",
+            wg_domain::ids::random_hex(6).map_err(|e| ControlError::internal(e.to_string()))?
+        );
+        let results = futures::future::join_all(
+            matching
+                .iter()
+                .map(|id| self.terminate_one(id, reason, operator, Some(&bulk))),
+        )
+        .await;
+        let mut terminated = Vec::new();
+        let mut failed = Vec::new();
+        for (id, r) in matching.into_iter().zip(results) {
+            match r {
+                Ok(resp) if !resp.already_closed => terminated.push(resp),
+                Ok(_) => {}
+                Err(e) => failed.push(wg_domain::api::BulkFailure {
+                    session: id,
+                    error: e.0.message,
+                }),
+            }
+        }
+        Ok(wg_domain::api::BulkTerminateResponse {
+            bulk_operation: bulk,
+            terminated,
+            failed,
+        })
+    }
+
+    async fn terminate_one(
+        &self,
+        id: &str,
+        reason: &str,
+        operator: &str,
+        bulk: Option<&str>,
+    ) -> Result<TerminateResponse, ControlError> {
         let reason = reason.trim();
         if reason.is_empty() {
             return Err(ControlError::bad_request(
@@ -81,6 +203,10 @@ impl ControlPlane {
                 .actor(operator)
                 .session(id)
                 .reason(reason)
+                .details(match bulk {
+                    Some(b) => json!({"bulk_operation": b}),
+                    None => json!({}),
+                })
         };
         let patch = SessionPatch {
             end_reason: Some(EndReason::Terminated),

@@ -1,0 +1,153 @@
+//! Mass termination (seed "Force-terminating a session", acceptance case S5): a selector
+//! terminates exactly the matching sessions, each sealed, each with its own audit event carrying
+//! the reason and a shared bulk-operation ID.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failed unwrap is a failed test
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::{Rig, wait_until};
+
+fn open(rig: &Rig, key: &str, login: &str, n: usize) -> Vec<Child> {
+    (0..n)
+        .map(|_| {
+            rig.ssh(key, login, &["sleep 600"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn live(rig: &Rig) -> Vec<serde_json::Value> {
+    rig.sessions()
+        .into_iter()
+        .filter(|s| s["state"] == "active")
+        .collect()
+}
+
+fn ids_where(rig: &Rig, f: impl Fn(&serde_json::Value) -> bool) -> BTreeSet<String> {
+    live(rig)
+        .into_iter()
+        .filter(|s| f(s))
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn mass_termination_matches_exactly() {
+    let rig = Rig::start();
+    rig.apply(&format!(
+        "kind: target\nname: prod1\naddress: \"127.0.0.1:{port}\"\nprotocol: ssh\ntags: {{env: prod}}\n\
+         accounts: [{{name: root, credential: vault/ssh/dev1}}]\nhostKey: \"{key}\"\n---\n\
+         kind: policy\nname: prod-ssh\nsubjects: [user:alice@corp]\ntargets: {{tags: {{env: prod}}}}\n\
+         protocols: [ssh]\nrecording: full\n---\n\
+         kind: policy\nname: bob-dev\nsubjects: [user:bob@corp]\ntargets: {{names: [dev1]}}\nrecording: full\n",
+        port = rig.sshd_port,
+        key = rig.public_key("sshd_host"),
+    ));
+    let mut clients = Vec::new();
+    clients.extend(open(&rig, "alice", "alice@corp:dev1", 5));
+    clients.extend(open(&rig, "alice", "alice@corp:prod1", 5));
+    clients.extend(open(&rig, "bob", "bob@corp:dev1", 5));
+    wait_until("15 live sessions", Duration::from_secs(30), || {
+        live(&rig).len() == 15
+    });
+    let alices = ids_where(&rig, |s| s["actor"] == "alice@corp");
+    let bobs = ids_where(&rig, |s| s["actor"] == "bob@corp");
+    assert_eq!((alices.len(), bobs.len()), (10, 5));
+
+    // Without a selector or a reason: refused, nothing happens.
+    assert_eq!(
+        rig.wgctl(&["session", "terminate", "--reason", "r0"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        rig.wgctl(&["session", "terminate", "--actor", "alice@corp"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(live(&rig).len(), 15);
+
+    let out = rig.wgctl_ok(&[
+        "session",
+        "terminate",
+        "--actor",
+        "alice@corp",
+        "--reason",
+        "r1",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 11, "{out}");
+    let terminated: BTreeSet<String> = lines[..10]
+        .iter()
+        .map(|l| {
+            assert!(l.contains("recording  sealed (chunks="), "{l}");
+            l.split_whitespace().nth(1).unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(terminated, alices);
+    assert!(
+        lines[10].starts_with("10 sessions terminated (bulk operation bulk_"),
+        "{}",
+        lines[10]
+    );
+    let bulk = lines[10]
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_owned();
+    wait_until("only bob's sessions left", Duration::from_secs(5), || {
+        ids_where(&rig, |_| true) == bobs
+    });
+    for id in &alices {
+        let ev = rig
+            .audit(id)
+            .into_iter()
+            .find(|e| e["kind"] == "session.terminated")
+            .unwrap();
+        assert_eq!(ev["reason"], "r1");
+        assert_eq!(ev["details"]["bulk_operation"], bulk.as_str());
+        assert!(rig.wgctl_ok(&["recording", "verify", id]).contains(" OK "));
+    }
+
+    // Reopen alice's sessions; a tag selector takes exactly the prod ones.
+    clients.extend(open(&rig, "alice", "alice@corp:dev1", 5));
+    clients.extend(open(&rig, "alice", "alice@corp:prod1", 5));
+    wait_until("15 live sessions again", Duration::from_secs(30), || {
+        live(&rig).len() == 15
+    });
+    let prod = ids_where(&rig, |s| s["target"] == "prod1");
+    let rest = ids_where(&rig, |s| s["target"] != "prod1");
+    let out = rig.wgctl_ok(&[
+        "session",
+        "terminate",
+        "--target-tag",
+        "env=prod",
+        "--protocol",
+        "ssh",
+        "--reason",
+        "maintenance window",
+    ]);
+    assert!(out.contains("5 sessions terminated"), "{out}");
+    wait_until(
+        "only non-prod sessions left",
+        Duration::from_secs(5),
+        || ids_where(&rig, |_| true) == rest,
+    );
+    assert_eq!(prod.len(), 5);
+    for mut c in clients {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
