@@ -300,9 +300,11 @@ async fn migrations_are_idempotent(db: &TestDb) {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(rows.len(), 1);
+    assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].get::<i64, _>("version"), 1);
     assert_eq!(rows[0].get::<String, _>("name"), "initial");
+    assert_eq!(rows[1].get::<i64, _>("version"), 2);
+    assert_eq!(rows[1].get::<String, _>("name"), "session_slots");
     assert!(rows[0].get::<i64, _>("applied_ms") > 0);
     if engine == "sqlite" {
         let mode: String = sqlx::query("PRAGMA journal_mode")
@@ -332,7 +334,7 @@ async fn concurrent_connects_migrate_once(db: &TestDb) {
         .await
         .unwrap()
         .get("n");
-    assert_eq!(n, 1);
+    assert_eq!(n, 2, "every migration applied exactly once");
     conn.close().await.unwrap();
     for s in &stores {
         assert_eq!(s.audit_head().await.unwrap(), (0, GENESIS.to_owned()));
