@@ -37,7 +37,9 @@
 # KNOBS (environment): WG_BENCH_SIZE_MIB (1024), WG_BENCH_TIMEOUT (seconds per transfer, 1800),
 #   WG_BENCH_RSS_LIMIT_MB (abort a transfer if the gateway's RSS passes it, 8192),
 #   WG_BENCH_LAT_N (500), WG_BENCH_LAT_PAUSE (seconds between keystrokes, 0.02),
-#   WG_BENCH_NO_BUILD=1, WG_BENCH_KEEP=1 (keep the temp dir, e.g. to read the logs).
+#   WG_BENCH_NO_BUILD=1, WG_BENCH_KEEP=1 (keep the temp dir, e.g. to read the logs),
+#   WG_BENCH_PAYLOAD=random|text (default random: binary, which a terminal-less channel records
+#   as size + SHA-256; text: base64 lines, which recording stores in full as asciicast events).
 # Needs: root (sshd logs in as root), openssh-server + client, python3, cargo.
 
 set -uo pipefail
@@ -251,8 +253,14 @@ declare -A TGT=([gw-norec]=bench-norec [gw-rec]=bench-rec)
 # ---------------------------------------------------------------- the data
 FILE="$TMP/random.bin"
 SMALL="$TMP/small.bin"
-log "writing $SIZE_MIB MiB of random bytes"
-head -c "$SIZE_BYTES" /dev/urandom > "$FILE" || die "cannot write $FILE"
+PAYLOAD=${WG_BENCH_PAYLOAD:-random}
+if [ "$PAYLOAD" = text ]; then
+    log "writing $SIZE_MIB MiB of base64 text"
+    head -c "$SIZE_BYTES" /dev/urandom | base64 | head -c "$SIZE_BYTES" > "$FILE" || die "cannot write $FILE"
+else
+    log "writing $SIZE_MIB MiB of random bytes"
+    head -c "$SIZE_BYTES" /dev/urandom > "$FILE" || die "cannot write $FILE"
+fi
 head -c $((16 * 1024 * 1024)) "$FILE" > "$SMALL"
 cat "$FILE" > /dev/null   # page cache
 SMALL_SUM=$(sha256sum < "$SMALL" | cut -d' ' -f1)
@@ -397,7 +405,7 @@ ratio() { # a b
 echo
 echo "Wardengate SSH benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)  $(uname -r)  ${NCPU} CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo))"
 echo "load average at start: $LOAD0 (other work on the machine shows up in 'host cores')"
-echo "$(ssh -V 2>&1), wardengate $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet 2>/dev/null || echo '+dirty') (release), file ${SIZE_MIB} MiB random, loopback"
+echo "$(ssh -V 2>&1), wardengate $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet 2>/dev/null || echo '+dirty') (release), file ${SIZE_MIB} MiB ${PAYLOAD}, loopback"
 echo
 echo "Throughput (MB/s = 10^6 B/s, wall clock incl. connection setup)"
 printf '%-22s %-5s %9s %9s %13s %16s %11s\n' path dir seconds MB/s 'gw CPU s/GiB' 'gw peak RSS MiB' 'host cores'
