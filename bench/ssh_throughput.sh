@@ -256,7 +256,8 @@ SMALL="$TMP/small.bin"
 PAYLOAD=${WG_BENCH_PAYLOAD:-random}
 if [ "$PAYLOAD" = text ]; then
     log "writing $SIZE_MIB MiB of base64 text"
-    head -c "$SIZE_BYTES" /dev/urandom | base64 | head -c "$SIZE_BYTES" > "$FILE" || die "cannot write $FILE"
+    head -c $((SIZE_BYTES / 4 * 3)) /dev/urandom | base64 > "$FILE" || die "cannot write $FILE"
+    truncate -s "$SIZE_BYTES" "$FILE" || die "cannot size $FILE"
 else
     log "writing $SIZE_MIB MiB of random bytes"
     head -c "$SIZE_BYTES" /dev/urandom > "$FILE" || die "cannot write $FILE"
