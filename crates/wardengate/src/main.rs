@@ -30,6 +30,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WARDENGATE_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new("info,russh=warn,sqlx=warn")

@@ -86,6 +86,13 @@ fn signals_reach_the_client_as_directly() {
     let direct = rig.ssh_direct(&["kill -TERM $$"]).output().unwrap();
     assert_eq!(via.status.code(), direct.status.code());
     assert_eq!(via.stderr, direct.stderr);
+    // The session's end record says how the command ended.
+    wait_until("the end record", Duration::from_secs(10), || {
+        let closed = rig.wgctl_json(&["session", "list", "--state", "closed"]);
+        closed["sessions"][0]["end_detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("killed by signal TERM"))
+    });
 }
 
 #[test]

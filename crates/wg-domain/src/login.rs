@@ -21,8 +21,8 @@ pub struct LoginName {
 pub struct BadLoginName(pub String);
 
 impl LoginName {
-    /// Parses `ACTOR:TARGET[:ACCOUNT]`. Each part must be non-empty and free of whitespace and
-    /// control characters.
+    /// Parses `ACTOR:TARGET[:ACCOUNT]`. Each part must be 1 to 253 bytes and free of whitespace
+    /// and control characters.
     ///
     /// # Errors
     /// [`BadLoginName`] for any other shape.
@@ -32,10 +32,9 @@ impl LoginName {
         if !(2..=3).contains(&parts.len()) {
             return Err(bad());
         }
-        if parts
-            .iter()
-            .any(|p| p.is_empty() || p.chars().any(|c| c.is_whitespace() || c.is_control()))
-        {
+        if parts.iter().any(|p| {
+            p.is_empty() || p.len() > 253 || p.chars().any(|c| c.is_whitespace() || c.is_control())
+        }) {
             return Err(bad());
         }
         Ok(LoginName {
@@ -69,7 +68,16 @@ mod tests {
         let l = LoginName::parse("svc_deploy:demo").unwrap();
         assert_eq!(l.account, None);
         assert_eq!(l.to_string(), "svc_deploy:demo");
-        for bad in ["alice", "alice:", ":demo", "a:b:c:d", "a b:c", "a::c"] {
+        let long = format!("a:{}", "t".repeat(254));
+        for bad in [
+            "alice",
+            "alice:",
+            ":demo",
+            "a:b:c:d",
+            "a b:c",
+            "a::c",
+            long.as_str(),
+        ] {
             assert!(LoginName::parse(bad).is_err(), "{bad}");
         }
     }

@@ -623,6 +623,8 @@ struct KindOnly {
 /// The first [`ParseError`]; its line and column are positions in the whole file.
 pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ParseError> {
     let mut out = Vec::new();
+    let mut seen: std::collections::HashMap<(Kind, String), usize> =
+        std::collections::HashMap::new();
     for (offset, doc) in split_documents(text) {
         if doc.lines().all(|l| {
             let t = l.trim();
@@ -683,6 +685,19 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ParseError> {
                 resource.name()
             ),
         })?;
+        if let Some(earlier) =
+            seen.insert((resource.kind(), resource.name().to_owned()), first_line)
+        {
+            return Err(ParseError {
+                line: Some(first_line),
+                column: Some(1),
+                message: format!(
+                    "{} {:?} is defined twice (also at line {earlier})",
+                    resource.kind().as_str(),
+                    resource.name()
+                ),
+            });
+        }
         out.push(resource);
     }
     Ok(out)
@@ -824,6 +839,14 @@ maxSessionsPerTarget: 5
                 "group:NAME",
             ),
             ("kind: widget\nname: w\n", "unknown kind"),
+            (
+                "kind: user\nname: a\n---\nkind: user\nname: a\n",
+                "defined twice (also at line 1)",
+            ),
+            (
+                "kind: user\nname: a\n---\nkind: user\nname: a\n",
+                "defined twice",
+            ),
             ("name: w\n", "no `kind`"),
             ("kind: user\nname: a:b\n", "must not contain"),
             (

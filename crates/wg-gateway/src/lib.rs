@@ -69,11 +69,12 @@ impl GatewayHandle {
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// The listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// Address.
         addr: SocketAddr,
         /// Cause.
+        #[source]
         source: std::io::Error,
     },
     /// The control plane cannot be reached.

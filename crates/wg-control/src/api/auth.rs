@@ -57,13 +57,17 @@ impl<R: MinRole> FromRequestParts<ApiState> for Caller<R> {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| {
+                // RFC 7235 §2.1: the auth-scheme is case-insensitive.
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
                 ApiError(ControlError::new(
                     ErrorCode::Unauthorized,
-                    "missing bearer token (set WGCTL_TOKEN)",
+                    "missing bearer token",
                 ))
             })?;
         let Some((principal, role)) = state.control.principal_for_token(token).await? else {

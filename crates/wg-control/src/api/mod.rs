@@ -80,6 +80,11 @@ pub fn router(control: ControlPlane) -> Router {
         .route("/api/v1/vault", get(resources::vault_list))
         .route("/api/v1/vault/{*path}", put(resources::vault_put))
         .fallback(|| async { ApiError(ControlError::not_found("no such API route")) })
+        .method_not_allowed_fallback(|| async {
+            ApiError(ControlError::bad_request(
+                "this API route does not take that HTTP method",
+            ))
+        })
         .with_state(state)
 }
 

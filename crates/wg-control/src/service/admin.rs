@@ -1,9 +1,9 @@
 //! Resources, the vault, the audit log and recording access.
 
 use serde_json::json;
-use wg_domain::SessionId;
 use wg_domain::audit::{NewAuditEvent, kinds};
 use wg_domain::time::{now_millis, rfc3339};
+use wg_domain::{ErrorCode, SessionId};
 
 use super::*;
 use crate::ControlError;
@@ -20,10 +20,22 @@ impl ControlPlane {
         yaml: &str,
         actor: &str,
     ) -> Result<Vec<AppliedResource>, ControlError> {
-        let resources = wg_domain::resources::parse_documents(yaml)
+        let mut resources = wg_domain::resources::parse_documents(yaml)
             .map_err(|e| ControlError::bad_request(e.to_string()))?;
         if resources.is_empty() {
             return Err(ControlError::bad_request("the file holds no resources"));
+        }
+        // A pinned host key (given earlier or learnt on first use) survives an apply that
+        // omits it: re-applying an unchanged file must not reopen the trust-on-first-use window.
+        // Changing the key takes an explicit `hostKey`.
+        for r in &mut resources {
+            if let Resource::Target(t) = r
+                && t.host_key.is_none()
+                && let Some(Resource::Target(old)) =
+                    self.inner.store.get_resource(Kind::Target, &t.name).await?
+            {
+                t.host_key = old.host_key;
+            }
         }
         Ok(self.inner.store.apply_resources(&resources, actor).await?)
     }
@@ -81,12 +93,16 @@ impl ControlPlane {
     ) -> Result<VaultEntry, ControlError> {
         if !path.starts_with("vault/")
             || path.len() < 7
+            || path.len() > 253
+            || !path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.@".contains(&b))
             || path
                 .split('/')
                 .any(|p| p.is_empty() || p == "." || p == "..")
         {
             return Err(ControlError::bad_request(format!(
-                "vault path {path:?} must look like vault/ssh/NAME"
+                "vault path {path:?} must look like vault/ssh/NAME (at most 253 characters: letters, digits, / - _ . @)"
             )));
         }
         match kind {
@@ -249,13 +265,25 @@ impl ControlPlane {
         operator: &str,
     ) -> Result<RecordingVerify, ControlError> {
         let id = parse_session_id(id)?;
-        self.require_recording(id).await?;
+        let record = self.require_recording(id).await?;
         self.recording_accessed(id, operator, "verify").await?;
         let root = self.inner.config.recordings_root.clone();
         let sid = id.to_string();
-        let report = tokio::task::spawn_blocking(move || wg_recording::verify(&root, &sid))
+        let mut report = tokio::task::spawn_blocking(move || wg_recording::verify(&root, &sid))
             .await
             .map_err(|e| ControlError::internal(e.to_string()))??;
+        // The files must also match the seal the store recorded when the session closed (and
+        // the `recording.sealed` event carries): a recording rewritten consistently on disk —
+        // chunks, manifest and SHA256SUMS together — still fails here.
+        if let Some(sealed) = &record.recording_sha256
+            && &report.sha256 != sealed
+        {
+            report.ok = false;
+            report.problems.push(format!(
+                    "the recording's seal {} differs from the seal recorded when the session closed ({sealed})",
+                    report.sha256
+                ));
+        }
         Ok(RecordingVerify {
             session: id.to_string(),
             ok: report.ok,
@@ -277,15 +305,27 @@ impl ControlPlane {
         operator: &str,
     ) -> Result<Vec<u8>, ControlError> {
         let id = parse_session_id(id)?;
-        self.require_recording(id).await?;
+        let record = self.require_recording(id).await?;
         self.recording_accessed(id, operator, "play").await?;
         let root = self.inner.config.recordings_root.clone();
         let sid = id.to_string();
-        Ok(
-            tokio::task::spawn_blocking(move || wg_recording::read_stream(&root, &sid))
-                .await
-                .map_err(|e| ControlError::internal(e.to_string()))??,
-        )
+        let stream = tokio::task::spawn_blocking(move || wg_recording::read_stream(&root, &sid))
+            .await
+            .map_err(|e| ControlError::internal(e.to_string()))??;
+        // Never hand out evidence that does not match its seal.
+        if let Some(sealed) = &record.recording_sha256 {
+            use sha2::Digest;
+            let actual = hex::encode(sha2::Sha256::digest(&stream));
+            if &actual != sealed {
+                return Err(ControlError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "the recording of {id} does not match the seal recorded when it closed; see `wgctl recording verify {id}`"
+                    ),
+                ));
+            }
+        }
+        Ok(stream)
     }
 
     async fn require_recording(&self, id: SessionId) -> Result<SessionRecord, ControlError> {

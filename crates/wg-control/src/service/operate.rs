@@ -82,12 +82,7 @@ impl ControlPlane {
         req: &wg_domain::api::BulkTerminateRequest,
         operator: &str,
     ) -> Result<wg_domain::api::BulkTerminateResponse, ControlError> {
-        let reason = req.reason.trim();
-        if reason.is_empty() {
-            return Err(ControlError::bad_request(
-                "--reason is required for a forced termination",
-            ));
-        }
+        let reason = validate_reason(&req.reason)?;
         let nonempty = |v: &Option<String>| {
             v.as_ref()
                 .map(|s| s.trim().to_owned())
@@ -190,12 +185,7 @@ impl ControlPlane {
         operator: &str,
         bulk: Option<&str>,
     ) -> Result<TerminateResponse, ControlError> {
-        let reason = reason.trim();
-        if reason.is_empty() {
-            return Err(ControlError::bad_request(
-                "--reason is required for a forced termination",
-            ));
-        }
+        let reason = validate_reason(reason)?;
         let id = parse_session_id(id)?;
         let store = &self.inner.store;
         let terminated_ev = || {
@@ -308,4 +298,29 @@ impl ControlPlane {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Longest termination reason accepted, in characters.
+const MAX_REASON_CHARS: usize = 1024;
+
+/// A termination reason: required, at most 1024 characters, no control characters (it is shown
+/// on the user's terminal and stored in the audit log).
+fn validate_reason(reason: &str) -> Result<&str, ControlError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(ControlError::bad_request(
+            "a reason is required for a forced termination",
+        ));
+    }
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ControlError::bad_request(format!(
+            "the reason is longer than {MAX_REASON_CHARS} characters"
+        )));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(ControlError::bad_request(
+            "the reason must not contain control characters",
+        ));
+    }
+    Ok(reason)
 }

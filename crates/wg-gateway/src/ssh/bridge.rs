@@ -36,6 +36,8 @@ pub(crate) struct BridgeCtx {
     pub(crate) stop: CancellationToken,
     pub(crate) recordings: Arc<RecorderConfig>,
     pub(crate) exit_status: Arc<std::sync::Mutex<Option<i32>>>,
+    /// The signal that killed the remote command, if one did (e.g. `TERM`).
+    pub(crate) exit_signal: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl BridgeCtx {
@@ -45,7 +47,12 @@ impl BridgeCtx {
         let live = &self.live;
         let cfg = self.recordings.clone();
         live.recorder(|| async move {
-            let (term, cols, rows) = live.pty().unwrap_or_else(|| (String::new(), 80, 24));
+            // Without a PTY, or with a 0x0 one (`ssh -tt` from a client without a terminal of its
+            // own), players get the conventional 80x24.
+            let (term, cols, rows) = live
+                .pty()
+                .filter(|(_, c, r)| *c > 0 && *r > 0)
+                .unwrap_or_else(|| (String::new(), 80, 24));
             let header = Header {
                 width: cols,
                 height: rows,
@@ -368,7 +375,14 @@ async fn target_to_client(
                 error_message,
                 lang_tag,
             } => {
-                ctx.record(Frame::Marker(format!("exit-signal: {signal_name:?}")))
+                let name = match &signal_name {
+                    russh::Sig::Custom(s) => s.clone(),
+                    other => format!("{other:?}"),
+                };
+                if let Ok(mut e) = ctx.exit_signal.lock() {
+                    e.get_or_insert(name.clone());
+                }
+                ctx.record(Frame::Marker(format!("exit-signal: {name}")))
                     .await;
                 ctx.server
                     .exit_signal_request(

@@ -38,6 +38,10 @@ use zeroize::Zeroizing;
 use crate::control::ControlClient;
 use crate::runtime::{CloseOutcome, KillInfo, LiveSession, Registration, Runtime};
 
+/// How long a connection may stay without an admitted session (authentication and decision),
+/// as sshd's `LoginGraceTime`.
+const LOGIN_GRACE: Duration = Duration::from_secs(120);
+
 /// Cipher preference of both legs: AES-GCM first (hardware-accelerated on current CPUs, and
 /// what OpenSSH clients offer), then ChaCha20-Poly1305.
 const CIPHERS: &[russh::cipher::Name] = &[
@@ -162,6 +166,7 @@ struct SshSession {
     bridges: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     client_channels: Mutex<Vec<ChannelId>>,
     exit_status: Arc<Mutex<Option<i32>>>,
+    exit_signal: Arc<Mutex<Option<String>>>,
     active_reported: std::sync::atomic::AtomicBool,
     /// Policy `idle.timeout`.
     idle_timeout: Duration,
@@ -183,6 +188,8 @@ struct ClientHandler {
     state: ConnState,
     kill: CancellationToken,
     slot: Arc<OnceLock<Arc<SshSession>>>,
+    /// The refusal line of a refused attempt, for the disconnect message.
+    refusal: Arc<OnceLock<String>>,
     /// Bridged channels, for forwarding channel requests in order.
     pairs: HashMap<ChannelId, bridge::ChannelPair>,
 }
@@ -190,6 +197,7 @@ struct ClientHandler {
 async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: SocketAddr) {
     let kill = CancellationToken::new();
     let slot: Arc<OnceLock<Arc<SshSession>>> = Arc::new(OnceLock::new());
+    let refusal: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
     let handler = ClientHandler {
         shared: shared.clone(),
         peer,
@@ -198,6 +206,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         state: ConnState::Authenticating,
         kill: kill.clone(),
         slot: slot.clone(),
+        refusal: refusal.clone(),
         pairs: HashMap::new(),
     };
     let running = match russh::server::run_stream(shared.config.clone(), stream, handler).await {
@@ -210,6 +219,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
     let server = running.handle();
     tokio::pin!(running);
     let mut idle = IdleClock::default();
+    let accepted = tokio::time::Instant::now();
     let killed = loop {
         let wait = idle.next_wake(slot.get());
         tokio::select! {
@@ -218,14 +228,28 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
             _ = &mut running => break false,
             _ = wait => {}
         }
-        if let Some(session) = slot.get() {
-            idle.check(&shared, session, &server).await;
+        match slot.get() {
+            Some(session) => idle.check(&shared, session, &server).await,
+            // Like sshd's LoginGraceTime: no admitted session in time, no connection.
+            None if accepted.elapsed() >= LOGIN_GRACE => break true,
+            None => {}
         }
     };
     let Some(session) = slot.get().cloned() else {
-        // Refused attempts end here: give the client a moment to read the refusal.
+        // Refused, or never authenticated: close the connection (the refusal line, if any, was
+        // written on the client's channel before the kill).
         if killed {
-            let _ = tokio::time::timeout(Duration::from_secs(5), &mut running).await;
+            let _ = server
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    match refusal.get() {
+                        Some(line) => format!("wardengate: {line}"),
+                        None => "wardengate: authentication timed out".into(),
+                    },
+                    String::new(),
+                )
+                .await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
         }
         return;
     };
@@ -245,10 +269,12 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         }
         _ => (EndReason::ClientExit, None, None),
     };
-    let outcome = close(&shared, &session, &server, reason, detail, notice).await;
-    if killed {
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
-    }
+    let client = if killed {
+        ClientLeg::Live(running.as_mut())
+    } else {
+        ClientLeg::Gone
+    };
+    let outcome = close(&shared, &session, &server, reason, detail, notice, client).await;
     session.live().publish_outcome(outcome);
 }
 
@@ -383,6 +409,15 @@ async fn notify_client(session: &SshSession, server: &russh::server::Handle, lin
 }
 
 /// The close sequence: stop relaying, seal, tell the client, sever both legs, report.
+/// The client leg as the close sequence finds it.
+enum ClientLeg<'a> {
+    /// The client already disconnected.
+    Gone,
+    /// Still connected (a forced end): the running russh session, to wait for its end.
+    Live(std::pin::Pin<&'a mut russh::server::RunningSession<ClientHandler>>),
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn close(
     shared: &Shared,
     session: &SshSession,
@@ -390,6 +425,7 @@ async fn close(
     reason: EndReason,
     detail: Option<String>,
     notice: Option<String>,
+    client: ClientLeg<'_>,
 ) -> CloseOutcome {
     let live = session.live().clone();
     let id = live.id;
@@ -429,12 +465,32 @@ async fn close(
             Err(e) => tracing::error!(session = %id, error = %e, "cannot seal the recording"),
         }
     }
-    // 3. Tell the client why, then sever the client leg.
-    if let Some(n) = &notice {
+    // 3. Tell the client why, then sever the client leg: the line goes on each channel's
+    // stderr, followed by EOF and CLOSE so that the client prints it before it exits (a
+    // disconnect sent right behind it would make OpenSSH exit with the line still unprinted);
+    // a client that has not gone within a second is disconnected.
+    if let ClientLeg::Live(running) = client {
+        let n = notice
+            .clone()
+            .unwrap_or_else(|| "wardengate: session closed".into());
         notify_client(session, server, &format!("\r\n{n}\r\n")).await;
-        let _ = server
-            .disconnect(russh::Disconnect::ByApplication, n.clone(), String::new())
-            .await;
+        let channels: Vec<ChannelId> = session
+            .client_channels
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        for ch in channels {
+            let _ = server.eof(ch).await;
+            let _ = server.close(ch).await;
+        }
+        if tokio::time::timeout(Duration::from_secs(1), running)
+            .await
+            .is_err()
+        {
+            let _ = server
+                .disconnect(russh::Disconnect::ByApplication, n, String::new())
+                .await;
+        }
     }
     // 4. Sever the target leg.
     let _ = session
@@ -443,6 +499,14 @@ async fn close(
         .await;
     let time_ms = now_millis();
     let exit_status = session.exit_status.lock().ok().and_then(|e| *e);
+    let detail = detail.or_else(|| {
+        session
+            .exit_signal
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
+            .map(|s| format!("remote command killed by signal {s}"))
+    });
     report(
         &shared.control,
         SessionReport {
@@ -582,6 +646,7 @@ impl ClientHandler {
             bridges: Mutex::new(Vec::new()),
             client_channels: Mutex::new(Vec::new()),
             exit_status: Arc::new(Mutex::new(None)),
+            exit_signal: Arc::new(Mutex::new(None)),
             active_reported: std::sync::atomic::AtomicBool::new(false),
             idle_timeout,
             idle_grace,
@@ -648,11 +713,12 @@ impl russh::server::Handler for ClientHandler {
                 self.state = ConnState::Ready(s);
             }
             Err(line) => {
+                let _ = self.refusal.set(line.clone());
                 self.state = ConnState::Refused(line);
                 // Close the connection if the client never opens a channel to read the refusal.
                 let kill = self.kill.clone();
                 tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    tokio::time::sleep(Duration::from_secs(5)).await;
                     kill.cancel();
                 });
             }
@@ -701,6 +767,7 @@ impl russh::server::Handler for ClientHandler {
                             stop: s.stop.clone(),
                             recordings: self.shared.recordings.clone(),
                             exit_status: s.exit_status.clone(),
+                            exit_signal: s.exit_signal.clone(),
                         };
                         let client_id = channel.id();
                         let (pair, tasks) = bridge::spawn(ctx, channel, target_channel);
