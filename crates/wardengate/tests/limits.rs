@@ -37,11 +37,20 @@ fn short_bursts_never_trip_the_limit_and_the_next_one_over_is_refused() {
             .chain(c.get_args().map(|a| a.to_string_lossy().into_owned()))
             .collect()
     };
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(format!("seq 300 | xargs -P5 -I{{}} {}", ssh.join(" ")))
-        .status()
+    let mut xargs = Command::new("xargs")
+        .args(["-P5", "-I{}"])
+        .args(&ssh)
+        .stdin(Stdio::piped())
+        .spawn()
         .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = xargs.stdin.take().unwrap();
+        for i in 1..=300 {
+            writeln!(stdin, "{i}").unwrap();
+        }
+    }
+    let st = xargs.wait().unwrap();
     assert!(st.success(), "some of the 300 sessions failed");
     let last_exit = Instant::now();
     assert_eq!(denied_for(&rig, "alice@corp"), 0);

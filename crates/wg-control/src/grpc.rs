@@ -207,6 +207,7 @@ impl GatewayControl for GatewayService {
                     idle_grace_ms: u64::try_from(a.idle_grace.as_millis()).unwrap_or(u64::MAX),
                     policy: a.policy,
                     target: a.target,
+                    forward_local: a.forward_local,
                     ..Default::default()
                 }
             }
@@ -255,6 +256,19 @@ impl GatewayControl for GatewayService {
         };
         self.control
             .report(&r.gateway, report)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Ack {}))
+    }
+
+    async fn record_event(
+        &self,
+        request: Request<wg_proto::v1::SessionEvent>,
+    ) -> Result<Response<Ack>, Status> {
+        self.authorize(&request)?;
+        let e = request.into_inner();
+        self.control
+            .record_gateway_event(&e.gateway, &e.session_id, &e.kind, &e.details_json)
             .await
             .map_err(status)?;
         Ok(Response::new(Ack {}))

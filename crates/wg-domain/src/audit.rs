@@ -29,6 +29,10 @@ pub mod kinds {
     pub const SESSION_TERMINATED: &str = "session.terminated";
     /// The idle warning fired.
     pub const SESSION_IDLE_WARNING: &str = "session.idle_warning";
+    /// A port forward was opened through a session.
+    pub const SESSION_FORWARD_OPENED: &str = "session.forward.opened";
+    /// A port forward was refused by policy.
+    pub const SESSION_FORWARD_DENIED: &str = "session.forward.denied";
     /// A recording was sealed.
     pub const RECORDING_SEALED: &str = "recording.sealed";
     /// A recording was played back or verified.

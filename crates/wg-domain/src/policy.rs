@@ -52,6 +52,8 @@ pub struct Admission {
     pub idle_grace: Duration,
     /// Policy-scope concurrency limit.
     pub concurrency_max: Option<u32>,
+    /// Local port forwards allowed (`HOST:PORT` rules).
+    pub forward_local: Vec<String>,
 }
 
 /// Why an attempt is denied by policy.
@@ -260,6 +262,7 @@ pub fn evaluate(req: AccessRequest<'_>, policies: &[Policy]) -> Result<Admission
         idle_timeout: policy.idle.timeout,
         idle_grace: policy.idle.grace,
         concurrency_max: policy.concurrency.max,
+        forward_local: policy.forwarding.local.clone(),
     })
 }
 
@@ -331,6 +334,17 @@ mfa: required
         assert_eq!(a.policy, "dev-ssh");
         assert_eq!(a.account, "deploy");
         assert_eq!(a.credential, "vault/ssh/deploy");
+    }
+
+    #[test]
+    fn forward_rules_match_host_and_port_with_wildcards() {
+        use crate::resources::forward_rule_matches as m;
+        assert!(m("127.0.0.1:5432", "127.0.0.1", 5432));
+        assert!(!m("127.0.0.1:5432", "127.0.0.1", 5433));
+        assert!(m("*:443", "example.internal", 443));
+        assert!(m("db.internal:*", "DB.internal", 1));
+        assert!(!m("db.internal:*", "other", 1));
+        assert!(!m("garbage", "h", 1));
     }
 
     #[test]

@@ -299,6 +299,35 @@ pub struct Concurrency {
     pub max: Option<u32>,
 }
 
+/// `forwarding:` in a policy: which port forwards the actor may open through the session.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forwarding {
+    /// Destinations of local forwards (`ssh -L`) as the target sees them, `HOST:PORT`; `*` for
+    /// any host or any port (e.g. `127.0.0.1:5432`, `*:443`). Empty: no local forwarding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local: Vec<String>,
+}
+
+impl Forwarding {
+    /// Whether a local forward to `host:port` is allowed.
+    pub fn allows_local(&self, host: &str, port: u32) -> bool {
+        self.local
+            .iter()
+            .any(|rule| forward_rule_matches(rule, host, port))
+    }
+}
+
+/// Whether one `HOST:PORT` rule (either part may be `*`) matches a destination.
+pub fn forward_rule_matches(rule: &str, host: &str, port: u32) -> bool {
+    let Some((h, p)) = rule.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = h == "*" || h.eq_ignore_ascii_case(host);
+    let port_ok = p == "*" || p.parse::<u32>().is_ok_and(|p| p == port);
+    host_ok && port_ok
+}
+
 /// One command filter rule.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -348,6 +377,13 @@ pub struct Policy {
     /// Command filters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command_filters: Vec<CommandFilter>,
+    /// Port forwarding allowed through the session (none by default).
+    #[serde(default, skip_serializing_if = "is_default_forwarding")]
+    pub forwarding: Forwarding,
+}
+
+fn is_default_forwarding(f: &Forwarding) -> bool {
+    f.local.is_empty()
 }
 
 /// `kind: limits` — cluster-wide defaults.
@@ -523,6 +559,16 @@ impl Resource {
                 }
                 if p.idle.timeout.is_zero() {
                     return Err("idle.timeout must be positive".into());
+                }
+                for rule in &p.forwarding.local {
+                    let ok = rule.rsplit_once(':').is_some_and(|(h, port)| {
+                        !h.is_empty() && (port == "*" || port.parse::<u16>().is_ok_and(|n| n > 0))
+                    });
+                    if !ok {
+                        return Err(format!(
+                            "forwarding.local entry {rule:?} must be HOST:PORT (either may be *)"
+                        ));
+                    }
                 }
             }
             Resource::Limits(l) => {

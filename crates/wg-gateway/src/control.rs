@@ -145,6 +145,28 @@ impl ControlClient {
         Ok(())
     }
 
+    /// Records a session event the gateway decided (e.g. a refused port forward).
+    ///
+    /// # Errors
+    /// Transport or status errors.
+    pub async fn record_event(
+        &self,
+        session: &str,
+        kind: &str,
+        details: serde_json::Value,
+    ) -> Result<(), ControlCallError> {
+        self.inner
+            .clone()
+            .record_event(self.request(wg_proto::v1::SessionEvent {
+                session_id: session.to_owned(),
+                gateway: self.gateway.to_string(),
+                kind: kind.to_owned(),
+                details_json: details.to_string(),
+            }))
+            .await?;
+        Ok(())
+    }
+
     /// Reports a command's outcome.
     ///
     /// # Errors

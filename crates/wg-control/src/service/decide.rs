@@ -215,23 +215,32 @@ impl ControlPlane {
             .slot_claims(ask, &admission, &target)
             .await
             .map_err(fail)?;
-        match store
-            .approve_session(id, &patch, &[approved], &claims)
-            .await
-            .map_err(|e| fail(e.into()))?
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(fail(ControlError::new(
-                    ErrorCode::Conflict,
-                    "the session was terminated while it was being decided",
-                )));
-            }
-            Err(full) => {
-                let e = concurrency_error(&full, &target.name);
-                self.close_denied(id, SessionState::Requested, &ask.actor, &e)
-                    .await;
-                return Err(fail(e));
+        // A slot held by a session whose client has just gone (its end is being recorded) is
+        // waited for briefly, so that a client reconnecting right after its previous session is
+        // not refused by that session's bookkeeping.
+        let deadline = tokio::time::Instant::now() + SLOT_WAIT;
+        loop {
+            match store
+                .approve_session(id, &patch, std::slice::from_ref(&approved), &claims)
+                .await
+                .map_err(|e| fail(e.into()))?
+            {
+                Ok(true) => break,
+                Ok(false) => {
+                    return Err(fail(ControlError::new(
+                        ErrorCode::Conflict,
+                        "the session was terminated while it was being decided",
+                    )));
+                }
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                Err(full) => {
+                    let e = concurrency_error(&full, &target.name);
+                    self.close_denied(id, SessionState::Requested, &ask.actor, &e)
+                        .await;
+                    return Err(fail(e));
+                }
             }
         }
         let credential = match store.get_secret(&admission.credential).await {
@@ -276,6 +285,7 @@ impl ControlPlane {
             idle_timeout: admission.idle_timeout,
             idle_grace: admission.idle_grace,
             policy: admission.policy,
+            forward_local: admission.forward_local,
         })
     }
 
@@ -334,6 +344,9 @@ impl ControlPlane {
         ])
     }
 }
+
+/// How long an attempt waits for a slot that is being freed before it is refused.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
 
 /// The structured denial of a full scope, e.g.
 /// `{"error":"concurrency_limit","scope":"target","limit":5,"target":"web-01.prod"}`.

@@ -89,6 +89,8 @@ pub struct Admitted {
     pub idle_grace: Duration,
     /// Admitting policy.
     pub policy: String,
+    /// Allowed local forward destinations (`HOST:PORT` rules).
+    pub forward_local: Vec<String>,
 }
 
 /// A denied attempt: the session record (closed as `denied`) if one was created, and the error.

@@ -255,4 +255,50 @@ impl ControlPlane {
         }
         Ok(closed)
     }
+
+    /// Records an event a gateway decided on its own for one of its sessions. Only the kinds a
+    /// gateway may decide (`session.forward.opened`, `session.forward.denied`) are accepted.
+    ///
+    /// # Errors
+    /// `bad_request` for another kind or malformed details, `not_found`, `forbidden` (another
+    /// gateway's session).
+    pub async fn record_gateway_event(
+        &self,
+        gateway: &str,
+        session: &str,
+        kind: &str,
+        details_json: &str,
+    ) -> Result<(), ControlError> {
+        if ![kinds::SESSION_FORWARD_OPENED, kinds::SESSION_FORWARD_DENIED].contains(&kind) {
+            return Err(ControlError::bad_request(format!(
+                "a gateway cannot record {kind:?} events"
+            )));
+        }
+        let details: serde_json::Value = serde_json::from_str(details_json)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .ok_or_else(|| ControlError::bad_request("event details must be a JSON object"))?;
+        let id: SessionId = session
+            .parse()
+            .map_err(|e: wg_domain::ids::BadSessionId| ControlError::bad_request(e.to_string()))?;
+        let Some(r) = self.inner.store.get_session(id).await? else {
+            return Err(ControlError::not_found(format!("no session {id}")));
+        };
+        if r.gateway != gateway {
+            return Err(ControlError::new(
+                ErrorCode::Forbidden,
+                format!("session {id} belongs to gateway {}", r.gateway),
+            ));
+        }
+        self.inner
+            .store
+            .append_audit(
+                &NewAuditEvent::new(kind)
+                    .actor(r.actor)
+                    .session(id)
+                    .details(details),
+            )
+            .await?;
+        Ok(())
+    }
 }

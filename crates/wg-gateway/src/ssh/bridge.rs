@@ -84,6 +84,11 @@ impl BridgeCtx {
         }
     }
 
+    /// Records a marker (when the session is recorded).
+    pub(crate) async fn marker(&self, text: String) {
+        self.record(Frame::Marker(text)).await;
+    }
+
     async fn record(&self, frame: Frame) {
         if let Some(rec) = self.live.started_recorder()
             && let Err(e) = rec.record(frame).await
@@ -112,7 +117,7 @@ pub(crate) struct ChannelPair {
 /// What the relay tasks of one channel share with its [`ChannelPair`].
 #[derive(Clone, Default)]
 struct Flags {
-    /// The channel runs a subsystem (sftp): markers only.
+    /// The channel runs a subsystem (sftp) or is a port forward: markers only.
     subsystem: Arc<AtomicBool>,
     /// The channel has a terminal: always recorded in full.
     pty: Arc<AtomicBool>,
@@ -231,16 +236,19 @@ impl ChannelPair {
 }
 
 /// Starts the two relay tasks of a channel pair; returns the handler's side and the tasks.
+/// An `opaque` channel (a port forward) is relayed but its bytes are not recorded.
 pub(crate) fn spawn(
     ctx: BridgeCtx,
     client: russh::Channel<russh::server::Msg>,
     target: russh::Channel<russh::client::Msg>,
+    opaque: bool,
 ) -> (ChannelPair, [tokio::task::JoinHandle<()>; 2]) {
     let client_id = client.id();
     let (client_rx, client_tx) = client.split();
     let (target_rx, target_tx) = target.split();
     let target_tx = Arc::new(target_tx);
     let flags = Flags::default();
+    flags.subsystem.store(opaque, Ordering::Relaxed);
     // One answer per forwarded request; the handler waits for each before reading the next.
     let (replies_tx, replies) = mpsc::channel(4);
     let up = tokio::spawn(client_to_target(

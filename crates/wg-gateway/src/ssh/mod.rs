@@ -168,6 +168,8 @@ struct SshSession {
     exit_status: Arc<Mutex<Option<i32>>>,
     exit_signal: Arc<Mutex<Option<String>>>,
     active_reported: std::sync::atomic::AtomicBool,
+    /// Policy `forwarding.local`: allowed `ssh -L` destinations.
+    forward_local: Vec<String>,
     /// Policy `idle.timeout`.
     idle_timeout: Duration,
     /// Policy `idle.grace`.
@@ -648,6 +650,7 @@ impl ClientHandler {
             exit_status: Arc::new(Mutex::new(None)),
             exit_signal: Arc::new(Mutex::new(None)),
             active_reported: std::sync::atomic::AtomicBool::new(false),
+            forward_local: decision.forward_local.clone(),
             idle_timeout,
             idle_grace,
         }))
@@ -770,7 +773,7 @@ impl russh::server::Handler for ClientHandler {
                             exit_signal: s.exit_signal.clone(),
                         };
                         let client_id = channel.id();
-                        let (pair, tasks) = bridge::spawn(ctx, channel, target_channel);
+                        let (pair, tasks) = bridge::spawn(ctx, channel, target_channel, false);
                         self.pairs.insert(client_id, pair);
                         if let Ok(mut b) = s.bridges.lock() {
                             b.extend(tasks);
@@ -892,6 +895,113 @@ impl russh::server::Handler for ClientHandler {
     ) -> Result<(), Self::Error> {
         if let Some(pair) = self.pairs.get(&channel) {
             pair.signal(signal).await;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: russh::server::ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let ConnState::Ready(s) = &self.state else {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let s = s.clone();
+        let id = s.live().id.to_string();
+        let details = serde_json::json!({
+            "host": host_to_connect, "port": port_to_connect,
+            "originator": format!("{originator_address}:{originator_port}"),
+        });
+        let allowed = s.forward_local.iter().any(|rule| {
+            wg_domain::resources::forward_rule_matches(rule, host_to_connect, port_to_connect)
+        });
+        if !allowed {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            if let Err(e) = self
+                .shared
+                .control
+                .record_event(
+                    &id,
+                    wg_domain::audit::kinds::SESSION_FORWARD_DENIED,
+                    details,
+                )
+                .await
+            {
+                tracing::warn!(session = %id, error = %e, "cannot record a refused forward");
+            }
+            return Ok(());
+        }
+        let opened = s
+            .target
+            .channel_open_direct_tcpip(
+                host_to_connect,
+                port_to_connect,
+                originator_address,
+                originator_port,
+            )
+            .await;
+        let target_channel = match opened {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(session = %id, error = %e, "the target refused a forward");
+                reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+                return Ok(());
+            }
+        };
+        reply.accept().await;
+        let ctx = bridge::BridgeCtx {
+            live: s.live().clone(),
+            server: session.handle(),
+            stop: s.stop.clone(),
+            recordings: self.shared.recordings.clone(),
+            exit_status: s.exit_status.clone(),
+            exit_signal: s.exit_signal.clone(),
+        };
+        ctx.marker(format!("forward: {host_to_connect}:{port_to_connect}"))
+            .await;
+        let client_id = channel.id();
+        let (pair, tasks) = bridge::spawn(ctx, channel, target_channel, true);
+        self.pairs.insert(client_id, pair);
+        if let Ok(mut b) = s.bridges.lock() {
+            b.extend(tasks);
+        }
+        if !s
+            .active_reported
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            report(
+                &self.shared.control,
+                SessionReport {
+                    session_id: id.clone(),
+                    state: "active".into(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        }
+        if let Err(e) = self
+            .shared
+            .control
+            .record_event(
+                &id,
+                wg_domain::audit::kinds::SESSION_FORWARD_OPENED,
+                details,
+            )
+            .await
+        {
+            tracing::warn!(session = %id, error = %e, "cannot record a forward");
         }
         Ok(())
     }
