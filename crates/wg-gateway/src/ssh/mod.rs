@@ -16,8 +16,13 @@
 //!    tell the client why (for a forced end), sever both legs, report `closed`.
 
 mod bridge;
+mod close;
+mod idle;
 mod tap;
 mod target;
+
+use close::{ClientLeg, close};
+use idle::IdleClock;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,13 +35,12 @@ use tokio_util::sync::CancellationToken;
 use wg_domain::SessionId;
 use wg_domain::lifecycle::EndReason;
 use wg_domain::login::LoginName;
-use wg_domain::time::now_millis;
-use wg_proto::v1::{RecordingProgress, SessionReport, SessionRequest, credential};
+use wg_proto::v1::{SessionReport, SessionRequest, credential};
 use wg_recording::RecorderConfig;
 use zeroize::Zeroizing;
 
 use crate::control::ControlClient;
-use crate::runtime::{CloseOutcome, KillInfo, LiveSession, Registration, Runtime};
+use crate::runtime::{LiveSession, Registration, Runtime};
 
 /// How long a connection may stay without an admitted session (authentication and decision),
 /// as sshd's `LoginGraceTime`.
@@ -280,262 +284,6 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
     session.live().publish_outcome(outcome);
 }
 
-/// Idle disconnect (seed: "Idle disconnect mechanics"): idle is the time since the last
-/// meaningful user input — channel data from the client; SSH keepalives, window adjustments and
-/// target output never count. When `idle.timeout` elapses the session is warned (state `idle`,
-/// a `session.idle_warning` event, a `wardengate:` line on the user's terminal); input within
-/// `idle.grace` returns it to `active`, otherwise it is severed with reason `idle_timeout`.
-/// One re-armed deadline per session (tokio's timer wheel), no task per timer.
-#[derive(Default)]
-struct IdleClock {
-    /// When the pending warning was given (ms since the epoch).
-    warned_at: Option<i64>,
-}
-
-impl IdleClock {
-    /// Sleeps until the session's next idle deadline, or until input arrives while warned.
-    fn next_wake(
-        &self,
-        session: Option<&Arc<SshSession>>,
-    ) -> impl std::future::Future<Output = ()> + use<> {
-        let plan = session.map(|s| {
-            let live = s.live().clone();
-            let deadline = match self.warned_at {
-                None => live.last_input_ms() + ms(s.idle_timeout),
-                Some(w) => w + ms(s.idle_grace),
-            };
-            (live, deadline, self.warned_at.is_some())
-        });
-        async move {
-            let Some((live, deadline, warned)) = plan else {
-                // Not admitted yet: look again shortly.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                return;
-            };
-            let wait = u64::try_from(deadline - now_millis()).unwrap_or(0);
-            let sleep = tokio::time::sleep(Duration::from_millis(wait));
-            if warned {
-                tokio::select! {
-                    _ = sleep => {}
-                    _ = live.input_after_warning() => {}
-                }
-            } else {
-                sleep.await;
-            }
-        }
-    }
-
-    async fn check(
-        &mut self,
-        shared: &Shared,
-        s: &Arc<SshSession>,
-        server: &russh::server::Handle,
-    ) {
-        let live = s.live();
-        let now = now_millis();
-        match self.warned_at {
-            None => {
-                if now - live.last_input_ms() < ms(s.idle_timeout) {
-                    return;
-                }
-                self.warned_at = Some(now);
-                live.set_idle_warned(true);
-                let line = format!(
-                    "\r\nwardengate: this session has been idle for {}; it will be closed in {} unless you type something\r\n",
-                    wg_domain::time::format_duration(s.idle_timeout),
-                    wg_domain::time::format_duration(s.idle_grace),
-                );
-                if let Some(rec) = live.started_recorder() {
-                    let _ = rec
-                        .record(wg_recording::Frame::Marker(line.trim().to_owned()))
-                        .await;
-                }
-                notify_client(s, server, &line).await;
-                report(
-                    &shared.control,
-                    SessionReport {
-                        session_id: live.id.to_string(),
-                        state: "idle".into(),
-                        ..Default::default()
-                    },
-                )
-                .await;
-            }
-            Some(warned_at) => {
-                if live.last_input_ms() > warned_at {
-                    self.warned_at = None;
-                    live.set_idle_warned(false);
-                    report(
-                        &shared.control,
-                        SessionReport {
-                            session_id: live.id.to_string(),
-                            state: "active".into(),
-                            ..Default::default()
-                        },
-                    )
-                    .await;
-                } else if now - warned_at >= ms(s.idle_grace) {
-                    live.kill(KillInfo {
-                        reason: EndReason::IdleTimeout,
-                        by: None,
-                        detail: format!(
-                            "idle for {} with no input during the {} grace",
-                            wg_domain::time::format_duration(s.idle_timeout),
-                            wg_domain::time::format_duration(s.idle_grace),
-                        ),
-                    });
-                }
-            }
-        }
-    }
-}
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Writes a gateway line to the stderr of every client session channel (at most 500 ms each).
-async fn notify_client(session: &SshSession, server: &russh::server::Handle, line: &str) {
-    let channels: Vec<ChannelId> = session
-        .client_channels
-        .lock()
-        .map(|c| c.clone())
-        .unwrap_or_default();
-    for ch in channels {
-        let _ = tokio::time::timeout(
-            Duration::from_millis(500),
-            server.extended_data(ch, 1, line.as_bytes().to_vec()),
-        )
-        .await;
-    }
-}
-
-/// The close sequence: stop relaying, seal, tell the client, sever both legs, report.
-/// The client leg as the close sequence finds it.
-enum ClientLeg<'a> {
-    /// The client already disconnected.
-    Gone,
-    /// Still connected (a forced end): the running russh session, to wait for its end.
-    Live(std::pin::Pin<&'a mut russh::server::RunningSession<ClientHandler>>),
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn close(
-    shared: &Shared,
-    session: &SshSession,
-    server: &russh::server::Handle,
-    reason: EndReason,
-    detail: Option<String>,
-    notice: Option<String>,
-    client: ClientLeg<'_>,
-) -> CloseOutcome {
-    let live = session.live().clone();
-    let id = live.id;
-    report(
-        &shared.control,
-        SessionReport {
-            session_id: id.to_string(),
-            state: "closing".into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    // 1. Stop both directions of every bridge; after this nothing reaches client or recorder.
-    session.stop.cancel();
-    let bridges: Vec<_> = session
-        .bridges
-        .lock()
-        .map(|mut b| std::mem::take(&mut *b))
-        .unwrap_or_default();
-    for b in bridges {
-        let abort = b.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(2), b)
-            .await
-            .is_err()
-        {
-            abort.abort();
-        }
-    }
-    // 2. Seal the recording (flushes every accepted frame first).
-    let mut seal = None;
-    if let Some(rec) = live.started_recorder() {
-        if let Some(n) = &notice {
-            let _ = rec.record(wg_recording::Frame::Marker(n.clone())).await;
-        }
-        match rec.seal().await {
-            Ok(s) => seal = Some(s),
-            Err(e) => tracing::error!(session = %id, error = %e, "cannot seal the recording"),
-        }
-    }
-    // 3. Tell the client why, then sever the client leg: the line goes on each channel's
-    // stderr, followed by EOF and CLOSE so that the client prints it before it exits (a
-    // disconnect sent right behind it would make OpenSSH exit with the line still unprinted);
-    // a client that has not gone within a second is disconnected.
-    if let ClientLeg::Live(running) = client {
-        let n = notice
-            .clone()
-            .unwrap_or_else(|| "wardengate: session closed".into());
-        notify_client(session, server, &format!("\r\n{n}\r\n")).await;
-        let channels: Vec<ChannelId> = session
-            .client_channels
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_default();
-        for ch in channels {
-            let _ = server.eof(ch).await;
-            let _ = server.close(ch).await;
-        }
-        if tokio::time::timeout(Duration::from_secs(1), running)
-            .await
-            .is_err()
-        {
-            let _ = server
-                .disconnect(russh::Disconnect::ByApplication, n, String::new())
-                .await;
-        }
-    }
-    // 4. Sever the target leg.
-    let _ = session
-        .target
-        .disconnect(russh::Disconnect::ByApplication, "session closed", "")
-        .await;
-    let time_ms = now_millis();
-    let exit_status = session.exit_status.lock().ok().and_then(|e| *e);
-    let detail = detail.or_else(|| {
-        session
-            .exit_signal
-            .lock()
-            .ok()
-            .and_then(|s| s.clone())
-            .map(|s| format!("remote command killed by signal {s}"))
-    });
-    report(
-        &shared.control,
-        SessionReport {
-            session_id: id.to_string(),
-            state: "closed".into(),
-            time_ms,
-            end_reason: reason.as_str().into(),
-            end_detail: detail.unwrap_or_default(),
-            has_exit_status: exit_status.is_some(),
-            exit_status: exit_status.unwrap_or(0),
-            recording: seal.as_ref().map(|s| RecordingProgress {
-                chunks: s.chunks,
-                bytes: s.bytes,
-                status: s.status.as_str().into(),
-                sha256: s.sha256.clone(),
-            }),
-            ..Default::default()
-        },
-    )
-    .await;
-    CloseOutcome {
-        reason,
-        seal,
-        time_ms,
-    }
-}
-
 async fn report(control: &ControlClient, report: SessionReport) {
     let state = report.state.clone();
     let id = report.session_id.clone();
@@ -764,34 +512,8 @@ impl russh::server::Handler for ClientHandler {
                         if let Ok(mut c) = s.client_channels.lock() {
                             c.push(channel.id());
                         }
-                        let ctx = bridge::BridgeCtx {
-                            live: s.live().clone(),
-                            server: session.handle(),
-                            stop: s.stop.clone(),
-                            recordings: self.shared.recordings.clone(),
-                            exit_status: s.exit_status.clone(),
-                            exit_signal: s.exit_signal.clone(),
-                        };
-                        let client_id = channel.id();
-                        let (pair, tasks) = bridge::spawn(ctx, channel, target_channel, false);
-                        self.pairs.insert(client_id, pair);
-                        if let Ok(mut b) = s.bridges.lock() {
-                            b.extend(tasks);
-                        }
-                        if !s
-                            .active_reported
-                            .swap(true, std::sync::atomic::Ordering::Relaxed)
-                        {
-                            report(
-                                &self.shared.control,
-                                SessionReport {
-                                    session_id: s.live().id.to_string(),
-                                    state: "active".into(),
-                                    ..Default::default()
-                                },
-                            )
+                        self.attach(&s, channel, target_channel, session, None)
                             .await;
-                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "target refused a channel");
@@ -961,36 +683,9 @@ impl russh::server::Handler for ClientHandler {
             }
         };
         reply.accept().await;
-        let ctx = bridge::BridgeCtx {
-            live: s.live().clone(),
-            server: session.handle(),
-            stop: s.stop.clone(),
-            recordings: self.shared.recordings.clone(),
-            exit_status: s.exit_status.clone(),
-            exit_signal: s.exit_signal.clone(),
-        };
-        ctx.marker(format!("forward: {host_to_connect}:{port_to_connect}"))
+        let marker = format!("forward: {host_to_connect}:{port_to_connect}");
+        self.attach(&s, channel, target_channel, session, Some(marker))
             .await;
-        let client_id = channel.id();
-        let (pair, tasks) = bridge::spawn(ctx, channel, target_channel, true);
-        self.pairs.insert(client_id, pair);
-        if let Ok(mut b) = s.bridges.lock() {
-            b.extend(tasks);
-        }
-        if !s
-            .active_reported
-            .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            report(
-                &self.shared.control,
-                SessionReport {
-                    session_id: id.clone(),
-                    state: "active".into(),
-                    ..Default::default()
-                },
-            )
-            .await;
-        }
         if let Err(e) = self
             .shared
             .control
@@ -1017,6 +712,51 @@ impl russh::server::Handler for ClientHandler {
 }
 
 impl ClientHandler {
+    /// Bridges an accepted client channel to its target channel. A port forward (`forward`
+    /// names it) is relayed without recording its bytes. The first bridged channel makes the
+    /// session `active`.
+    async fn attach(
+        &mut self,
+        s: &Arc<SshSession>,
+        channel: Channel<Msg>,
+        target_channel: russh::Channel<russh::client::Msg>,
+        session: &mut Session,
+        forward: Option<String>,
+    ) {
+        let ctx = bridge::BridgeCtx {
+            live: s.live().clone(),
+            server: session.handle(),
+            stop: s.stop.clone(),
+            recordings: self.shared.recordings.clone(),
+            exit_status: s.exit_status.clone(),
+            exit_signal: s.exit_signal.clone(),
+        };
+        let opaque = forward.is_some();
+        if let Some(marker) = forward {
+            ctx.marker(marker).await;
+        }
+        let client_id = channel.id();
+        let (pair, tasks) = bridge::spawn(ctx, channel, target_channel, opaque);
+        self.pairs.insert(client_id, pair);
+        if let Ok(mut b) = s.bridges.lock() {
+            b.extend(tasks);
+        }
+        if !s
+            .active_reported
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            report(
+                &self.shared.control,
+                SessionReport {
+                    session_id: s.live().id.to_string(),
+                    state: "active".into(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        }
+    }
+
     /// Forwards a request that needs an answer and answers the client before russh reads the
     /// next request. Channels of a refused attempt are answered by their refusal task.
     async fn forward(

@@ -1,0 +1,140 @@
+//! The close sequence of an SSH session: stop relaying, seal, tell the client, sever both legs,
+//! report `closed` — exactly once, run by the connection task that owns the session.
+
+use std::time::Duration;
+
+use russh::ChannelId;
+use wg_domain::lifecycle::EndReason;
+use wg_domain::time::now_millis;
+use wg_proto::v1::{RecordingProgress, SessionReport};
+
+use super::idle::notify_client;
+use super::{ClientHandler, Shared, SshSession, report};
+use crate::runtime::CloseOutcome;
+
+/// The client leg as the close sequence finds it.
+pub(super) enum ClientLeg<'a> {
+    /// The client already disconnected.
+    Gone,
+    /// Still connected (a forced end): the running russh session, to wait for its end.
+    Live(std::pin::Pin<&'a mut russh::server::RunningSession<ClientHandler>>),
+}
+
+/// Runs the close sequence: stop relaying, seal, tell the client (for a forced end), sever both
+/// legs, report `closed`.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn close(
+    shared: &Shared,
+    session: &SshSession,
+    server: &russh::server::Handle,
+    reason: EndReason,
+    detail: Option<String>,
+    notice: Option<String>,
+    client: ClientLeg<'_>,
+) -> CloseOutcome {
+    let live = session.live().clone();
+    let id = live.id;
+    report(
+        &shared.control,
+        SessionReport {
+            session_id: id.to_string(),
+            state: "closing".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    // 1. Stop both directions of every bridge; after this nothing reaches client or recorder.
+    session.stop.cancel();
+    let bridges: Vec<_> = session
+        .bridges
+        .lock()
+        .map(|mut b| std::mem::take(&mut *b))
+        .unwrap_or_default();
+    for b in bridges {
+        let abort = b.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), b)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+    // 2. Seal the recording (flushes every accepted frame first).
+    let mut seal = None;
+    if let Some(rec) = live.started_recorder() {
+        if let Some(n) = &notice {
+            let _ = rec.record(wg_recording::Frame::Marker(n.clone())).await;
+        }
+        match rec.seal().await {
+            Ok(s) => seal = Some(s),
+            Err(e) => tracing::error!(session = %id, error = %e, "cannot seal the recording"),
+        }
+    }
+    // 3. Tell the client why, then sever the client leg: the line goes on each channel's
+    // stderr, followed by EOF and CLOSE so that the client prints it before it exits (a
+    // disconnect sent right behind it would make OpenSSH exit with the line still unprinted);
+    // a client that has not gone within a second is disconnected.
+    if let ClientLeg::Live(running) = client {
+        let n = notice
+            .clone()
+            .unwrap_or_else(|| "wardengate: session closed".into());
+        notify_client(session, server, &format!("\r\n{n}\r\n")).await;
+        let channels: Vec<ChannelId> = session
+            .client_channels
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        for ch in channels {
+            let _ = server.eof(ch).await;
+            let _ = server.close(ch).await;
+        }
+        if tokio::time::timeout(Duration::from_secs(1), running)
+            .await
+            .is_err()
+        {
+            let _ = server
+                .disconnect(russh::Disconnect::ByApplication, n, String::new())
+                .await;
+        }
+    }
+    // 4. Sever the target leg.
+    let _ = session
+        .target
+        .disconnect(russh::Disconnect::ByApplication, "session closed", "")
+        .await;
+    let time_ms = now_millis();
+    let exit_status = session.exit_status.lock().ok().and_then(|e| *e);
+    let detail = detail.or_else(|| {
+        session
+            .exit_signal
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
+            .map(|s| format!("remote command killed by signal {s}"))
+    });
+    report(
+        &shared.control,
+        SessionReport {
+            session_id: id.to_string(),
+            state: "closed".into(),
+            time_ms,
+            end_reason: reason.as_str().into(),
+            end_detail: detail.unwrap_or_default(),
+            has_exit_status: exit_status.is_some(),
+            exit_status: exit_status.unwrap_or(0),
+            recording: seal.as_ref().map(|s| RecordingProgress {
+                chunks: s.chunks,
+                bytes: s.bytes,
+                status: s.status.as_str().into(),
+                sha256: s.sha256.clone(),
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    CloseOutcome {
+        reason,
+        seal,
+        time_ms,
+    }
+}
