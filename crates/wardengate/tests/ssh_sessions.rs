@@ -427,6 +427,39 @@ fn state_survives_a_restart_and_the_audit_chain_detects_tampering() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // A forger with write access to the database recomputes every hash after the edit and the
+    // chain head: without the chain key (derived from the vault master key, outside the
+    // database) the chain still does not verify.
+    rig.stop_wardengate();
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg(
+            r#"
+import hashlib, json, sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+rows = c.execute("SELECT seq, time_ms, kind, actor, session, reason, details_json FROM audit_events ORDER BY seq").fetchall()
+prev = "0" * 64
+for seq, t, kind, actor, session, reason, details in rows:
+    canon = json.dumps([seq, t, kind, actor, session, reason, details, prev], separators=(",", ":"), ensure_ascii=False)
+    h = hashlib.sha256(canon.encode()).hexdigest()
+    c.execute("UPDATE audit_events SET prev = ?, hash = ? WHERE seq = ?", (prev, h, seq))
+    prev = h
+c.execute("UPDATE audit_head SET hash = ? WHERE id = 1", (prev,))
+c.commit()
+"#,
+        )
+        .arg(&db)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    rig.start_wardengate();
+    let out = rig.wgctl(&["audit", "verify"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a recomputed chain must not verify: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // Tamper with a recording chunk: verify must notice.
     let chunk = rig
         .data

@@ -45,6 +45,8 @@ impl Secret {
 /// The master key and the AEAD operations over it.
 pub struct Vault {
     key: LessSafeKey,
+    /// The audit chain key, derived from the master key (see [`Vault::chain_hasher`]).
+    chain: wg_domain::audit::ChainHasher,
 }
 
 impl std::fmt::Debug for Vault {
@@ -66,6 +68,7 @@ impl Vault {
             .map_err(|_| ControlError::internal("vault master key must be 32 bytes"))?;
         Ok(Vault {
             key: LessSafeKey::new(unbound),
+            chain: wg_domain::audit::ChainHasher::keyed(bytes),
         })
     }
 
@@ -111,6 +114,12 @@ impl Vault {
                 path.display()
             ))),
         }
+    }
+
+    /// The audit chain's hasher: HMAC-SHA-256 under a key derived from the master key, which
+    /// never lives in the database, so the chain cannot be recomputed from the database alone.
+    pub fn chain_hasher(&self) -> wg_domain::audit::ChainHasher {
+        self.chain.clone()
     }
 
     /// Encrypts `plaintext` for `path`; returns `(nonce, ciphertext‖tag)`.

@@ -1,9 +1,14 @@
 //! The audit log's event model and hash chain (PRODUCT.md §7).
 //!
-//! Each event's `hash` is SHA-256 over the JSON array
+//! Each event's `hash` is computed over the JSON array
 //! `[seq, time_ms, kind, actor, session, reason, details_json, prev]`, where `details_json` is the
 //! exact text stored and `prev` is the previous event's hash (64 zeros for the first event). Editing
 //! any field of any event, or removing or reordering events, breaks the chain from that point.
+//!
+//! The hash is HMAC-SHA-256 (RFC 2104) under a chain key kept outside the database
+//! ([`ChainHasher::keyed`]; the control plane derives it from the vault master key), so that
+//! someone who can write to the database cannot rewrite an event *and* recompute the chain after
+//! it. [`ChainHasher::Plain`] (bare SHA-256) remains for tools and tests without a key.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -124,7 +129,66 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
-/// Computes the chain hash of an event (lowercase hex SHA-256).
+/// How chain hashes are computed.
+#[derive(Clone, Default)]
+pub enum ChainHasher {
+    /// SHA-256 of the canonical form (no key).
+    #[default]
+    Plain,
+    /// HMAC-SHA-256 of the canonical form under a secret key.
+    Keyed(ring::hmac::Key),
+}
+
+impl std::fmt::Debug for ChainHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChainHasher::Plain => f.write_str("ChainHasher::Plain"),
+            ChainHasher::Keyed(_) => f.write_str("ChainHasher::Keyed(<key redacted>)"),
+        }
+    }
+}
+
+impl ChainHasher {
+    /// A keyed hasher whose key is derived from `secret` (any length; e.g. the vault master key)
+    /// as HMAC-SHA-256(secret, "wardengate audit chain v1").
+    pub fn keyed(secret: &[u8]) -> Self {
+        let derive = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+        let tag = ring::hmac::sign(&derive, b"wardengate audit chain v1");
+        ChainHasher::Keyed(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, tag.as_ref()))
+    }
+
+    /// The chain hash of an event (lowercase hex, 64 characters).
+    #[allow(clippy::too_many_arguments)]
+    pub fn hash(
+        &self,
+        seq: i64,
+        time_ms: UnixMillis,
+        kind: &str,
+        actor: Option<&str>,
+        session: Option<&str>,
+        reason: Option<&str>,
+        details_json: &str,
+        prev: &str,
+    ) -> String {
+        let canonical = serde_json::json!([
+            seq,
+            time_ms,
+            kind,
+            actor,
+            session,
+            reason,
+            details_json,
+            prev
+        ])
+        .to_string();
+        match self {
+            ChainHasher::Plain => hex::encode(Sha256::digest(canonical.as_bytes())),
+            ChainHasher::Keyed(key) => hex::encode(ring::hmac::sign(key, canonical.as_bytes())),
+        }
+    }
+}
+
+/// Computes the unkeyed chain hash of an event (lowercase hex SHA-256); see [`ChainHasher`].
 #[allow(clippy::too_many_arguments)]
 pub fn chain_hash(
     seq: i64,
@@ -150,9 +214,14 @@ pub fn chain_hash(
 }
 
 impl AuditEvent {
-    /// Recomputes this event's hash from its fields.
+    /// Recomputes this event's unkeyed hash from its fields.
     pub fn expected_hash(&self) -> String {
-        chain_hash(
+        self.expected_hash_with(&ChainHasher::Plain)
+    }
+
+    /// Recomputes this event's hash with `hasher`.
+    pub fn expected_hash_with(&self, hasher: &ChainHasher) -> String {
+        hasher.hash(
             self.seq,
             self.time_ms,
             &self.kind,
@@ -211,24 +280,31 @@ pub enum ChainError {
 pub struct ChainVerifier {
     last_seq: i64,
     last_hash: String,
+    hasher: ChainHasher,
 }
 
 impl Default for ChainVerifier {
     fn default() -> Self {
-        ChainVerifier {
-            last_seq: 0,
-            last_hash: GENESIS.to_owned(),
-        }
+        ChainVerifier::new(ChainHasher::Plain)
     }
 }
 
 impl ChainVerifier {
+    /// A verifier for a chain hashed with `hasher`.
+    pub fn new(hasher: ChainHasher) -> Self {
+        ChainVerifier {
+            last_seq: 0,
+            last_hash: GENESIS.to_owned(),
+            hasher,
+        }
+    }
+
     /// Checks the next event.
     ///
     /// # Errors
     /// The first [`ChainError`].
     pub fn push(&mut self, e: &AuditEvent) -> Result<(), ChainError> {
-        if e.expected_hash() != e.hash {
+        if e.expected_hash_with(&self.hasher) != e.hash {
             return Err(ChainError::Edited { seq: e.seq });
         }
         if e.seq != self.last_seq + 1 {
@@ -306,6 +382,36 @@ mod tests {
             v.push(e)?;
         }
         v.finish(head.0, head.1)
+    }
+
+    #[test]
+    fn a_keyed_chain_cannot_be_recomputed_without_the_key() {
+        let keyed = ChainHasher::keyed(b"master key bytes");
+        let e = AuditEvent {
+            seq: 1,
+            time_ms: 5,
+            kind: "session.opened".into(),
+            actor: None,
+            session: None,
+            reason: None,
+            details_json: "{}".into(),
+            prev: GENESIS.into(),
+            hash: String::new(),
+        };
+        let with_key = e.expected_hash_with(&keyed);
+        assert_ne!(with_key, e.expected_hash());
+        assert_eq!(
+            with_key,
+            e.expected_hash_with(&ChainHasher::keyed(b"master key bytes"))
+        );
+        assert_ne!(
+            with_key,
+            e.expected_hash_with(&ChainHasher::keyed(b"another key"))
+        );
+        let mut forged = e.clone();
+        forged.hash = e.expected_hash(); // recomputed by someone without the key
+        let mut v = ChainVerifier::new(keyed);
+        assert_eq!(v.push(&forged), Err(ChainError::Edited { seq: 1 }));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the single `audit_head` row.
 
 use sqlx::{AnyConnection, Row};
-use wg_domain::audit::{AuditEvent, NewAuditEvent, chain_hash};
+use wg_domain::audit::{AuditEvent, ChainHasher, NewAuditEvent};
 use wg_domain::time::now_millis;
 
 use crate::{Result, corrupt, json_error};
@@ -26,6 +26,7 @@ pub(crate) async fn lock_chain_head(conn: &mut AnyConnection) -> Result<()> {
 /// sees the hash its predecessor committed.
 pub(crate) async fn append_in(
     conn: &mut AnyConnection,
+    hasher: &ChainHasher,
     event: &NewAuditEvent,
 ) -> Result<AuditEvent> {
     let details_json = serde_json::to_string(&event.details).map_err(json_error)?;
@@ -36,7 +37,7 @@ pub(crate) async fn append_in(
     let seq: i64 = head.try_get("seq")?;
     let prev: String = head.try_get("hash")?;
     let time_ms = now_millis();
-    let hash = chain_hash(
+    let hash = hasher.hash(
         seq,
         time_ms,
         &event.kind,

@@ -271,6 +271,7 @@ pub(crate) fn json_error(e: serde_json::Error) -> StoreError {
 pub struct Store {
     pool: AnyPool,
     engine: Engine,
+    chain: std::sync::Arc<wg_domain::audit::ChainHasher>,
 }
 
 impl Store {
@@ -278,7 +279,24 @@ impl Store {
     /// pending migrations (under an advisory lock on PostgreSQL, so replicas may start together).
     pub async fn connect(url: &str) -> Result<Store> {
         let (pool, engine) = connect::open(url).await?;
-        Ok(Store { pool, engine })
+        Ok(Store {
+            pool,
+            engine,
+            chain: std::sync::Arc::new(wg_domain::audit::ChainHasher::Plain),
+        })
+    }
+
+    /// The same store, appending audit events hashed with `hasher` (e.g. keyed with
+    /// [`wg_domain::audit::ChainHasher::keyed`]). Every process writing one database must use
+    /// the same hasher.
+    pub fn with_chain_hasher(mut self, hasher: wg_domain::audit::ChainHasher) -> Store {
+        self.chain = std::sync::Arc::new(hasher);
+        self
+    }
+
+    /// The hasher audit events are appended with.
+    pub fn chain_hasher(&self) -> &wg_domain::audit::ChainHasher {
+        &self.chain
     }
 
     /// `sqlite` or `postgres`.
@@ -364,7 +382,7 @@ impl Store {
         let event = NewAuditEvent::new(kinds::POLICY_APPLIED)
             .actor(actor)
             .details(serde_json::json!({ "resources": applied }));
-        append_in(&mut tx, &event).await?;
+        append_in(&mut tx, &self.chain, &event).await?;
         tx.commit().await?;
         Ok(applied)
     }
@@ -420,7 +438,7 @@ impl Store {
         let event = NewAuditEvent::new(kinds::RESOURCE_DELETED)
             .actor(actor)
             .details(serde_json::json!({ "resources": [{ "kind": kind.as_str(), "name": name }] }));
-        append_in(&mut tx, &event).await?;
+        append_in(&mut tx, &self.chain, &event).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -446,7 +464,7 @@ impl Store {
         let event = NewAuditEvent::new(kinds::VAULT_WRITTEN)
             .actor(actor)
             .details(serde_json::json!({ "path": secret.path, "kind": secret.kind }));
-        append_in(&mut tx, &event).await?;
+        append_in(&mut tx, &self.chain, &event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -528,7 +546,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         args.bind(&sql).execute(&mut *tx).await?;
         if let Some(event) = audit {
-            append_in(&mut tx, event).await?;
+            append_in(&mut tx, &self.chain, event).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -623,7 +641,7 @@ impl Store {
             slots::release(&mut tx, &id.to_string()).await?;
         }
         for event in audit {
-            append_in(&mut tx, event).await?;
+            append_in(&mut tx, &self.chain, event).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -662,7 +680,7 @@ impl Store {
             return Ok(Err(full));
         }
         for event in audit {
-            append_in(&mut tx, event).await?;
+            append_in(&mut tx, &self.chain, event).await?;
         }
         tx.commit().await?;
         Ok(Ok(true))
@@ -724,7 +742,7 @@ impl Store {
     /// Appends one event to the chain; returns it with `seq`, `time_ms`, `prev` and `hash`.
     pub async fn append_audit(&self, event: &NewAuditEvent) -> Result<AuditEvent> {
         let mut tx = self.begin_write().await?;
-        let stored = append_in(&mut tx, event).await?;
+        let stored = append_in(&mut tx, &self.chain, event).await?;
         tx.commit().await?;
         Ok(stored)
     }

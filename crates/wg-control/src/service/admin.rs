@@ -195,7 +195,7 @@ impl ControlPlane {
     /// Store failures (a broken chain is an `ok: false` answer, not an error).
     pub async fn audit_verify(&self) -> Result<AuditVerify, ControlError> {
         let (head_seq, head_hash) = self.inner.store.audit_head().await?;
-        let mut verifier = ChainVerifier::default();
+        let mut verifier = ChainVerifier::new(self.inner.store.chain_hasher().clone());
         let mut after = 0;
         let mut count = 0;
         loop {

@@ -173,6 +173,7 @@ fn key_identity(text: &str) -> Option<(String, String)> {
 impl ControlPlane {
     /// A control plane over `store` and `vault`.
     pub fn new(store: Store, vault: Vault, config: ControlConfig) -> Self {
+        let store = store.with_chain_hasher(vault.chain_hasher());
         ControlPlane {
             inner: Arc::new(Inner {
                 store,
