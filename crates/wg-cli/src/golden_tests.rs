@@ -579,3 +579,47 @@ fn json_is_pretty_and_stable() {
     assert!(out.starts_with("{\n  \"sessions\": [\n"));
     insta::assert_snapshot!(out);
 }
+
+#[test]
+fn mass_terminate_output() {
+    let r = wg_domain::api::BulkTerminateResponse {
+        bulk_operation: "bulk_0a1b2c3d4e5f".into(),
+        terminated: vec![
+            terminated(false, Some(("sealed", 7, 918_644))),
+            terminated(false, None),
+        ],
+        failed: vec![],
+    };
+    let out = render::terminate_matching(&r);
+    assert_eq!(
+        out,
+        format!(
+            "terminated sess_a91c7f20bb48 at 2026-04-20T18:55:31Z  recording  sealed (chunks=7, bytes=918644, sha256={SEAL})\n\
+             terminated sess_a91c7f20bb48 at 2026-04-20T18:55:31Z  recording  off\n\
+             2 sessions terminated (bulk operation bulk_0a1b2c3d4e5f)\n"
+        )
+    );
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn limits_usage_table() {
+    let rows = vec![
+        wg_domain::api::LimitUsage {
+            scope: "actor".into(),
+            key: "alice@corp".into(),
+            used: 3,
+            limit: Some(3),
+        },
+        wg_domain::api::LimitUsage {
+            scope: "target".into(),
+            key: "web-01.prod".into(),
+            used: 2,
+            limit: None,
+        },
+    ];
+    let out = render::limits_usage(&rows);
+    assert_eq!(out.lines().next(), Some("SCOPE   KEY          USED  LIMIT"));
+    assert!(out.lines().nth(2).unwrap().ends_with("2     -"), "{out}");
+    insta::assert_snapshot!(out);
+}
