@@ -187,3 +187,27 @@ fn a_transfer_longer_than_the_timeout_is_never_cut() {
         },
     );
 }
+
+#[test]
+fn a_job_without_a_terminal_producing_output_is_not_idle() {
+    // A download or long job: the client sends nothing, the target streams output.
+    let rig = Rig::start();
+    idle_target(&rig);
+    let out = rig
+        .ssh(
+            "alice",
+            "alice@corp:dev1-idle",
+            &["for i in 1 2 3 4 5 6 7 8; do echo tick; sleep 1; done"],
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).matches("tick").count(),
+        8
+    );
+}

@@ -606,3 +606,79 @@ fn a_client_that_vanishes_closes_its_session_and_target_leg() {
     });
     assert!(rig.wgctl_ok(&["recording", "verify", &id]).contains(" OK "));
 }
+
+/// A TCP proxy to `to` that waits `delay` before connecting each accepted client.
+fn slow_proxy(to: u16, delay: Duration) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let Ok(up) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                    return;
+                };
+                let (mut a, mut b) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+                let (mut c2, mut up2) = (c, up);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut a, &mut up2);
+                    let _ = up2.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut b, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn terminate_during_set_up_closes_the_session_and_tells_the_client() {
+    let rig = Rig::start();
+    let port = slow_proxy(rig.sshd_port, Duration::from_secs(3));
+    rig.apply(&format!(
+        "kind: target\nname: slow1\naddress: \"127.0.0.1:{port}\"\nprotocol: ssh\ntags: {{env: dev}}\n\
+         accounts: [{{name: root, credential: vault/ssh/dev1}}]\nhostKey: \"{}\"\n",
+        rig.public_key("sshd_host")
+    ));
+    let client = rig
+        .ssh(
+            "alice",
+            "alice@corp:slow1",
+            &["-o", "LogLevel=INFO", "echo RAN"],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut id = String::new();
+    wait_until(
+        "an approved session",
+        Duration::from_secs(10),
+        || match rig.sessions().first() {
+            Some(s) if s["state"] == "approved" => {
+                id = s["id"].as_str().unwrap().to_owned();
+                true
+            }
+            _ => false,
+        },
+    );
+    let out = rig.wgctl_ok(&["session", "terminate", &id, "--reason", "during setup"]);
+    assert!(out.starts_with(&format!("terminated {id} at ")), "{out}");
+    let done = client.wait_with_output().unwrap();
+    assert_eq!(
+        done.status.code(),
+        Some(255),
+        "stdout {:?} stderr {:?}\n{}",
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr),
+        read(&rig.wardengate_log)
+    );
+    assert!(done.stdout.is_empty(), "the command must not run");
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(err.contains("during setup"), "{err}");
+    let s = rig.session(&id);
+    assert_eq!(s["state"], "closed");
+    assert_eq!(s["end_reason"], "terminated");
+}

@@ -98,6 +98,7 @@ pub struct SessionList {
 
 /// `POST /api/v1/sessions/{id}/terminate` body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TerminateRequest {
     /// Required: why (lands on the audit event).
     pub reason: String,
@@ -271,6 +272,7 @@ pub struct LimitsUsage {
 /// `POST /api/v1/sessions/terminate` body: terminate every live session matching all the given
 /// selectors (at least one).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)] // a misspelt selector must not widen the cut
 pub struct BulkTerminateRequest {
     /// Required: why (lands on every session's audit event).
     pub reason: String,

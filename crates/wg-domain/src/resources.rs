@@ -560,6 +560,9 @@ impl Resource {
                 if p.idle.timeout.is_zero() {
                     return Err("idle.timeout must be positive".into());
                 }
+                if p.idle.grace.is_zero() {
+                    return Err("idle.grace must be positive (at least 1s)".into());
+                }
                 for rule in &p.forwarding.local {
                     let ok = rule.rsplit_once(':').is_some_and(|(h, port)| {
                         !h.is_empty() && (port == "*" || port.parse::<u16>().is_ok_and(|n| n > 0))

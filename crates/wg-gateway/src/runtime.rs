@@ -208,6 +208,9 @@ impl LiveSession {
 pub struct Runtime {
     control: ControlClient,
     sessions: DashMap<SessionId, Arc<LiveSession>>,
+    /// Kills that arrived before their session was registered (a terminate racing the decision's
+    /// reply): applied at registration.
+    pending_kills: DashMap<SessionId, KillInfo>,
 }
 
 impl Runtime {
@@ -216,6 +219,7 @@ impl Runtime {
         Runtime {
             control,
             sessions: DashMap::new(),
+            pending_kills: DashMap::new(),
         }
     }
 
@@ -228,6 +232,9 @@ impl Runtime {
     /// session cannot outlive the task that owns it.
     pub fn register(self: &Arc<Self>, session: Arc<LiveSession>) -> Registration {
         self.sessions.insert(session.id, session.clone());
+        if let Some((_, kill)) = self.pending_kills.remove(&session.id) {
+            session.kill(kill);
+        }
         Registration {
             runtime: self.clone(),
             session,
@@ -253,12 +260,31 @@ impl Runtime {
     /// severed). `None` when the session is not live here.
     pub async fn terminate(&self, id: &str, operator: &str, reason: &str) -> Option<CloseOutcome> {
         let id: SessionId = id.parse().ok()?;
-        let session = self.get(&id)?;
-        session.kill(KillInfo {
+        let kill = KillInfo {
             reason: EndReason::Terminated,
             by: Some(operator.to_owned()).filter(|s| !s.is_empty()),
             detail: reason.to_owned(),
-        });
+        };
+        let session = match self.get(&id) {
+            Some(s) => s,
+            None => {
+                // The decision may still be on its way to the connection that asked for it:
+                // leave the kill for the registration, and wait a moment for it.
+                self.pending_kills.insert(id, kill.clone());
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                loop {
+                    if let Some(s) = self.get(&id) {
+                        break s;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        self.pending_kills.remove(&id);
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        session.kill(kill);
         session.wait_outcome(Duration::from_secs(8)).await
     }
 

@@ -317,6 +317,43 @@ async fn client_to_target(
     ctx.finish_tap(&mut input).await;
 }
 
+/// Output of a channel without a terminal (exec, sftp, a port forward) is a transfer or a job
+/// in flight, which idle disconnect must not cut (the seed: "large rsync, slow query"); output
+/// on a terminal is not activity (S1: a program printing every second is still idle).
+fn machine_activity(ctx: &BridgeCtx, flags: &Flags) {
+    if !flags.pty.load(Ordering::Relaxed) {
+        ctx.live.touch_input();
+    }
+}
+
+/// Sends output to the client and records exactly what was handed over: each write takes as
+/// much as the client's window allows, and only those bytes are recorded, after the write. A
+/// relay stopped while the client is not reading (window closed) therefore records nothing the
+/// client did not get.
+async fn deliver<W: tokio::io::AsyncWrite + Unpin>(
+    ctx: &BridgeCtx,
+    tap: &mut Tap,
+    flags: &Flags,
+    writer: &mut W,
+    data: &[u8],
+) -> Result<(), russh::Error> {
+    use tokio::io::AsyncWriteExt;
+    let mut off = 0;
+    while off < data.len() {
+        let n = writer
+            .write(&data[off..])
+            .await
+            .map_err(|_| russh::Error::SendError)?;
+        if n == 0 {
+            return Err(russh::Error::SendError);
+        }
+        ctx.tap(tap, flags, &data[off..off + n], Frame::Output)
+            .await;
+        off += n;
+    }
+    Ok(())
+}
+
 /// Starts the recorder if policy demands one; on failure ends the session and returns `false`
 /// (the caller answers the client's request with a failure).
 async fn start_recording(ctx: &BridgeCtx) -> bool {
@@ -344,6 +381,7 @@ async fn target_to_client(
 ) {
     let mut stdout = Tap::new(Direction::Output);
     let mut stderr = Tap::new(Direction::ErrorOutput);
+    let mut out_writer = tx.make_writer();
     loop {
         let msg = tokio::select! {
             biased;
@@ -356,12 +394,13 @@ async fn target_to_client(
         };
         let sent = match msg {
             ChannelMsg::Data { data } => {
-                ctx.tap(&mut stdout, &flags, &data, Frame::Output).await;
-                tx.data_bytes(data).await
+                machine_activity(&ctx, &flags);
+                deliver(&ctx, &mut stdout, &flags, &mut out_writer, &data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {
-                ctx.tap(&mut stderr, &flags, &data, Frame::Output).await;
-                tx.extended_data_bytes(ext, data).await
+                machine_activity(&ctx, &flags);
+                let mut w = tx.make_writer_ext(Some(ext));
+                deliver(&ctx, &mut stderr, &flags, &mut w, &data).await
             }
             ChannelMsg::Eof => tx.eof().await,
             ChannelMsg::Close => {

@@ -40,7 +40,7 @@ use wg_recording::RecorderConfig;
 use zeroize::Zeroizing;
 
 use crate::control::ControlClient;
-use crate::runtime::{LiveSession, Registration, Runtime};
+use crate::runtime::{KillInfo, LiveSession, Registration, Runtime};
 
 /// How long a connection may stay without an admitted session (authentication and decision),
 /// as sshd's `LoginGraceTime`.
@@ -154,6 +154,28 @@ impl SshListener {
     }
 }
 
+/// The line a client is shown when its session is ended by the gateway or an operator.
+fn notice_for(k: &KillInfo) -> String {
+    // Control characters are stripped: the text goes to the user's terminal.
+    let detail: String = k.detail.chars().filter(|c| !c.is_control()).collect();
+    match (&k.reason, &k.by) {
+        (EndReason::Terminated, Some(by)) => {
+            format!("wardengate: session terminated by {by}: {detail}")
+        }
+        (EndReason::Terminated, None) => format!("wardengate: session terminated: {detail}"),
+        (r, _) => format!("wardengate: session ended ({r}): {detail}"),
+    }
+}
+
+/// The admission of a connection (decision and target leg), as the connection task sees it.
+#[derive(Default)]
+struct Admission {
+    /// Set when the admission starts.
+    admitting: std::sync::atomic::AtomicBool,
+    /// Notified (with a stored permit) when it has finished, admitted or refused.
+    done: tokio::sync::Notify,
+}
+
 /// The state of a client connection after authentication.
 enum ConnState {
     Authenticating,
@@ -196,6 +218,8 @@ struct ClientHandler {
     slot: Arc<OnceLock<Arc<SshSession>>>,
     /// The refusal line of a refused attempt, for the disconnect message.
     refusal: Arc<OnceLock<String>>,
+    /// Whether an admission is under way, and its completion.
+    admission: Arc<Admission>,
     /// Bridged channels, for forwarding channel requests in order.
     pairs: HashMap<ChannelId, bridge::ChannelPair>,
 }
@@ -204,6 +228,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
     let kill = CancellationToken::new();
     let slot: Arc<OnceLock<Arc<SshSession>>> = Arc::new(OnceLock::new());
     let refusal: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+    let admission = Arc::new(Admission::default());
     let handler = ClientHandler {
         shared: shared.clone(),
         peer,
@@ -213,6 +238,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         kill: kill.clone(),
         slot: slot.clone(),
         refusal: refusal.clone(),
+        admission: admission.clone(),
         pairs: HashMap::new(),
     };
     let running = match russh::server::run_stream(shared.config.clone(), stream, handler).await {
@@ -241,6 +267,17 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
             None => {}
         }
     };
+    // A kill that arrives while the attempt is being admitted (decision made, target leg being
+    // opened) is for a session that exists: wait for the admission to finish, then close it
+    // through the ordinary close sequence.
+    if killed
+        && slot.get().is_none()
+        && admission
+            .admitting
+            .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        let _ = tokio::time::timeout(Duration::from_secs(20), admission.done.notified()).await;
+    }
     let Some(session) = slot.get().cloned() else {
         // Refused, or never authenticated: close the connection (the refusal line, if any, was
         // written on the client's channel before the kill).
@@ -261,18 +298,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
     };
     let kill_info = session.live().kill_info().cloned();
     let (reason, detail, notice) = match (&kill_info, killed) {
-        (Some(k), true) => {
-            let notice = match (&k.reason, &k.by) {
-                (EndReason::Terminated, Some(by)) => {
-                    format!("wardengate: session terminated by {by}: {}", k.detail)
-                }
-                (EndReason::Terminated, None) => {
-                    format!("wardengate: session terminated: {}", k.detail)
-                }
-                (r, _) => format!("wardengate: session ended ({r}): {}", k.detail),
-            };
-            (k.reason, Some(k.detail.clone()), Some(notice))
-        }
+        (Some(k), true) => (k.reason, Some(k.detail.clone()), Some(notice_for(k))),
         _ => (EndReason::ClientExit, None, None),
     };
     let client = if killed {
@@ -379,16 +405,32 @@ impl ClientHandler {
                     .await);
             }
         };
-        report(
-            &self.shared.control,
-            SessionReport {
-                session_id: id.to_string(),
-                state: "opened".into(),
-                observed_host_key: leg.observed_host_key.clone().unwrap_or_default(),
-                ..Default::default()
-            },
-        )
-        .await;
+        // Killed while the target leg was being opened (a terminate during set-up): the
+        // connection task runs the close sequence; `opened` would now be an illegal report.
+        if !self.kill.is_cancelled() {
+            let opened = self
+                .shared
+                .control
+                .report(SessionReport {
+                    session_id: id.to_string(),
+                    state: "opened".into(),
+                    observed_host_key: leg.observed_host_key.clone().unwrap_or_default(),
+                    ..Default::default()
+                })
+                .await;
+            if let Err(e) = opened {
+                // The control plane no longer lets this session open (it was terminated in the
+                // meantime, or the control plane is unreachable): fail closed.
+                tracing::warn!(session = %id, error = %e, "the control plane refused the opened report");
+                registration.session().kill(KillInfo {
+                    reason: EndReason::Terminated,
+                    by: None,
+                    detail: format!(
+                        "the control plane ended the session while it was being opened ({e})"
+                    ),
+                });
+            }
+        }
         Ok(Arc::new(SshSession {
             registration,
             target: leg.handle,
@@ -458,14 +500,20 @@ impl russh::server::Handler for ClientHandler {
         let ident = String::from_utf8_lossy(session.remote_sshid())
             .trim()
             .to_owned();
-        match self.admit(ident).await {
+        self.admission
+            .admitting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let admitted = self.admit(ident).await;
+        match admitted {
             Ok(s) => {
                 let _ = self.slot.set(s.clone());
                 self.state = ConnState::Ready(s);
+                self.admission.done.notify_one();
             }
             Err(line) => {
                 let _ = self.refusal.set(line.clone());
                 self.state = ConnState::Refused(line);
+                self.admission.done.notify_one();
                 // Close the connection if the client never opens a channel to read the refusal.
                 let kill = self.kill.clone();
                 tokio::spawn(async move {
@@ -502,6 +550,22 @@ impl russh::server::Handler for ClientHandler {
                     let _ = channel.close().await;
                     tokio::time::sleep(Duration::from_secs(2)).await;
                     kill.cancel();
+                });
+            }
+            ConnState::Ready(s) if self.kill.is_cancelled() => {
+                // Ending (e.g. terminated while the target leg was being opened): nothing new is
+                // bridged; the channel only carries the reason to the client.
+                let line = s
+                    .live()
+                    .kill_info()
+                    .map_or_else(|| "wardengate: session closed".to_owned(), notice_for);
+                reply.accept().await;
+                tokio::spawn(async move {
+                    let _ = channel
+                        .extended_data_bytes(1, format!("{line}\r\n").into_bytes())
+                        .await;
+                    let _ = channel.eof().await;
+                    let _ = channel.close().await;
                 });
             }
             ConnState::Ready(s) => {
@@ -638,6 +702,12 @@ impl russh::server::Handler for ClientHandler {
                 .await;
             return Ok(());
         };
+        if self.kill.is_cancelled() {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
         let s = s.clone();
         let id = s.live().id.to_string();
         let details = serde_json::json!({
