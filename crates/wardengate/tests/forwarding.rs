@@ -95,6 +95,15 @@ fn local_forwarding_follows_policy_and_refusals_are_audited() {
     assert_eq!(denied["actor"], "alice@corp");
     let _ = tunnel.kill();
     let _ = tunnel.wait();
+    // A forward-only session has a recording too: the markers name the destinations.
+    wait_until("the tunnel session closed", Duration::from_secs(10), || {
+        rig.session(&id)["state"] == "closed"
+    });
+    assert!(rig.wgctl_ok(&["recording", "verify", &id]).contains(" OK "));
+    assert!(
+        rig.recording_stream(&id)
+            .contains(&format!("forward: 127.0.0.1:{allowed}"))
+    );
 
     // A policy without forwarding refuses every forward.
     let l = free_port();

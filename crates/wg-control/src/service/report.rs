@@ -123,6 +123,11 @@ impl ControlPlane {
                 if cur.end_detail.is_none() {
                     patch.end_detail = report.end_detail.clone();
                 }
+                if report.recording.is_none() && cur.recording_status == "recording" {
+                    // Recording was due but nothing was recorded (no channel ever carried
+                    // traffic): say so rather than leave it "recording" for ever.
+                    patch.recording_status = Some("none".into());
+                }
                 if let Some(seal) = &report.recording {
                     patch.recording_chunks = Some(seal.chunks);
                     patch.recording_bytes = Some(seal.bytes);

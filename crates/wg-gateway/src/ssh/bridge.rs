@@ -84,9 +84,12 @@ impl BridgeCtx {
         }
     }
 
-    /// Records a marker (when the session is recorded).
+    /// Records a marker, starting the recording first if policy demands one (so that a
+    /// session carrying only port forwards still has a recording naming them).
     pub(crate) async fn marker(&self, text: String) {
-        self.record(Frame::Marker(text)).await;
+        if start_recording(self).await {
+            self.record(Frame::Marker(text)).await;
+        }
     }
 
     async fn record(&self, frame: Frame) {
