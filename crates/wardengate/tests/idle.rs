@@ -62,6 +62,13 @@ fn keepalives_and_output_are_not_activity() {
         "warned too early: {warned:?}"
     );
     assert_eq!(rig.session(&id)["state"], "idle");
+    let warning = rig
+        .audit(&id)
+        .into_iter()
+        .find(|e| e["kind"] == "session.idle_warning")
+        .unwrap();
+    assert_eq!(warning["details"]["idle_timeout"], "3s");
+    assert_eq!(warning["details"]["idle_grace"], "2s");
     let status = loop {
         if let Some(st) = client.try_wait().unwrap() {
             break st;

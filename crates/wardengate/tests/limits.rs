@@ -110,6 +110,7 @@ fn short_bursts_never_trip_the_limit_and_the_next_one_over_is_refused() {
     assert_eq!(last["details"]["error"], "concurrency_limit");
     assert_eq!(last["details"]["scope"], "actor");
     assert_eq!(last["details"]["limit"], 5);
+    assert_eq!(last["details"]["target"], "dev1");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         read(&rig.sshd_log).matches("Accepted publickey").count(),

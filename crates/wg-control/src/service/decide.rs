@@ -164,6 +164,9 @@ impl ControlPlane {
             details["scope"] = json!(scope);
             details["limit"] = json!(error.0.limit);
         }
+        if let Some(target) = &error.0.target {
+            details["target"] = json!(target);
+        }
         let denied = NewAuditEvent::new(kinds::SESSION_DENIED)
             .actor(actor)
             .session(id)

@@ -113,7 +113,20 @@ impl ControlPlane {
                 events.push(ev(kinds::SESSION_OPENED).details(details));
             }
             SessionState::Idle => {
-                events.push(ev(kinds::SESSION_IDLE_WARNING));
+                let mut details =
+                    json!({"last_input": wg_domain::time::rfc3339(cur.last_input_ms)});
+                if let Some(name) = &cur.policy
+                    && let Some(wg_domain::resources::Resource::Policy(p)) = self
+                        .inner
+                        .store
+                        .get_resource(wg_domain::resources::Kind::Policy, name)
+                        .await?
+                {
+                    details["idle_timeout"] =
+                        json!(wg_domain::time::format_duration(p.idle.timeout));
+                    details["idle_grace"] = json!(wg_domain::time::format_duration(p.idle.grace));
+                }
+                events.push(ev(kinds::SESSION_IDLE_WARNING).details(details));
             }
             SessionState::Closed => {
                 patch.ended_ms = Some(report.time_ms);
