@@ -126,6 +126,10 @@ struct Flags {
     pty: Arc<AtomicBool>,
 }
 
+/// Writes up to this size (keystrokes, echoes, prompts) get the latency-first ordering of
+/// forwarding before recording; see [`deliver`].
+const INTERACTIVE_BYTES: usize = 1024;
+
 /// How long a channel request waits for the target's answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -299,8 +303,14 @@ async fn client_to_target(
         let sent = match msg {
             ChannelMsg::Data { data } => {
                 ctx.live.touch_input();
+                // Forward first, then record: the keystroke is on its way before the recorder's
+                // writer is woken (see `deliver`).
+                let sent = tx.data_bytes(data.clone()).await;
+                if data.len() <= INTERACTIVE_BYTES && ctx.live.started_recorder().is_some() {
+                    tokio::task::yield_now().await;
+                }
                 ctx.tap(&mut input, &flags, &data, Frame::Input).await;
-                tx.data_bytes(data).await
+                sent
             }
             ChannelMsg::ExtendedData { data, ext } => {
                 ctx.live.touch_input();
@@ -349,6 +359,12 @@ async fn deliver<W: tokio::io::AsyncWrite + Unpin>(
             .map_err(|_| russh::Error::SendError)?;
         if n == 0 {
             return Err(russh::Error::SendError);
+        }
+        // For interactive-sized writes, let the session task that puts these bytes on the wire
+        // run before the recorder's writer is woken (tokio runs the last-woken task next):
+        // recording stays off the echo path. Bulk writes skip the extra scheduling.
+        if n <= INTERACTIVE_BYTES && ctx.live.started_recorder().is_some() {
+            tokio::task::yield_now().await;
         }
         ctx.tap(tap, flags, &data[off..off + n], Frame::Output)
             .await;
