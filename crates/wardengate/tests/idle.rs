@@ -147,27 +147,16 @@ fn a_transfer_longer_than_the_timeout_is_never_cut() {
     std::fs::write(&src, vec![b'w'; 5_000_000]).unwrap();
     let remote = rig.path("slow-remote.bin");
     let back = rig.path("slow-back.bin");
-    let batch = rig.path("batch");
-    std::fs::write(
-        &batch,
-        format!(
-            "put {} {}\nget {} {}\n",
-            src.display(),
-            remote.display(),
-            remote.display(),
-            back.display()
-        ),
-    )
-    .unwrap();
     let start = Instant::now();
     // 8000 kbit/s: about 5 s each way, longer than timeout + grace.
-    let out = std::process::Command::new("sftp")
-        .args(rig.ssh_opts("alice"))
-        .args(["-l", "8000", "-P", &rig.ssh_port.to_string(), "-b"])
-        .arg(&batch)
-        .args(["-o", "User=alice@corp:dev1-idle", "127.0.0.1"])
-        .output()
-        .unwrap();
+    let out = rig.sftp_round_trip(
+        "alice",
+        "alice@corp:dev1-idle",
+        &src,
+        &remote,
+        &back,
+        &["-l", "8000"],
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -180,27 +180,9 @@ fn sftp_scp_and_rsync_round_trip_large_files() {
     let remote = rig.path("remote.bin");
     let back = rig.path("back.bin");
     let opts = rig.ssh_opts("alice");
-    let batch = rig.path("batch");
-    std::fs::write(
-        &batch,
-        format!(
-            "put {} {}\nget {} {}\n",
-            src.display(),
-            remote.display(),
-            remote.display(),
-            back.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new("sftp")
-        .args(&opts)
-        .args(["-P", &rig.ssh_port.to_string(), "-b"])
-        .arg(&batch)
-        // The login name holds ':' and '@', which sftp/scp/rsync read as host and path
-        // separators: the login goes in the User option instead (documented in the README).
-        .args(["-o", "User=alice@corp:dev1", "127.0.0.1"])
-        .output()
-        .unwrap();
+    // The login goes in the User option: sftp/scp/rsync read its ':' and '@' as separators
+    // (documented in the README).
+    let out = rig.sftp_round_trip("alice", "alice@corp:dev1", &src, &remote, &back, &[]);
     assert!(
         out.status.success(),
         "sftp: {}",

@@ -200,7 +200,7 @@ pub fn chain_hash(
     details_json: &str,
     prev: &str,
 ) -> String {
-    let canonical = serde_json::json!([
+    ChainHasher::Plain.hash(
         seq,
         time_ms,
         kind,
@@ -208,9 +208,8 @@ pub fn chain_hash(
         session,
         reason,
         details_json,
-        prev
-    ]);
-    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+        prev,
+    )
 }
 
 impl AuditEvent {

@@ -403,6 +403,40 @@ recording: full
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Puts `local` to `remote` and gets it back to `back` with `sftp -b` through the gateway as
+    /// `login` (passed as `-o User=`: the login's ':' and '@' would read as host and path
+    /// separators), with extra sftp arguments such as `-l KBITS`.
+    pub fn sftp_round_trip(
+        &self,
+        key: &str,
+        login: &str,
+        local: &Path,
+        remote: &Path,
+        back: &Path,
+        extra: &[&str],
+    ) -> Output {
+        let batch = self.path("sftp-batch");
+        std::fs::write(
+            &batch,
+            format!(
+                "put {} {}\nget {} {}\n",
+                local.display(),
+                remote.display(),
+                remote.display(),
+                back.display()
+            ),
+        )
+        .unwrap();
+        Command::new("sftp")
+            .args(self.ssh_opts(key))
+            .args(extra)
+            .args(["-P", &self.ssh_port.to_string(), "-b"])
+            .arg(&batch)
+            .args(["-o", &format!("User={login}"), "127.0.0.1"])
+            .output()
+            .unwrap()
+    }
+
     /// Established TCP connections from anywhere to the target sshd.
     pub fn target_connections(&self) -> usize {
         let out = Command::new("ss")
