@@ -105,6 +105,32 @@ fn local_forwarding_follows_policy_and_refusals_are_audited() {
             .contains(&format!("forward: 127.0.0.1:{allowed}"))
     );
 
+    // Remote forwarding is refused and recorded.
+    let out = rig
+        .ssh(
+            "alice",
+            "alice@corp:dev1-fwd",
+            &[
+                "-N",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-R",
+                &format!("0:127.0.0.1:{allowed}"),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let remote_refused = rig.wgctl_json(&["audit", "list", "--kind", "session.forward.denied"]);
+    assert!(
+        remote_refused["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["details"]["direction"] == "remote"),
+        "{remote_refused:#}"
+    );
+
     // A policy without forwarding refuses every forward.
     let l = free_port();
     let mut tunnel = rig

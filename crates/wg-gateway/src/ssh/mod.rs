@@ -711,7 +711,7 @@ impl russh::server::Handler for ClientHandler {
         let s = s.clone();
         let id = s.live().id.to_string();
         let details = serde_json::json!({
-            "host": host_to_connect, "port": port_to_connect,
+            "direction": "local", "host": host_to_connect, "port": port_to_connect,
             "originator": format!("{originator_address}:{originator_port}"),
         });
         let allowed = s.forward_local.iter().any(|rule| {
@@ -721,18 +721,7 @@ impl russh::server::Handler for ClientHandler {
             reply
                 .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
-            if let Err(e) = self
-                .shared
-                .control
-                .record_event(
-                    &id,
-                    wg_domain::audit::kinds::SESSION_FORWARD_DENIED,
-                    details,
-                )
-                .await
-            {
-                tracing::warn!(session = %id, error = %e, "cannot record a refused forward");
-            }
+            self.refuse_forward(details).await;
             return Ok(());
         }
         let opened = s
@@ -768,6 +757,37 @@ impl russh::server::Handler for ClientHandler {
         {
             tracing::warn!(session = %id, error = %e, "cannot record a forward");
         }
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        // Remote forwarding (`ssh -R`) is not offered: refuse it, on the record.
+        self.refuse_forward(serde_json::json!({
+            "direction": "remote", "host": address, "port": *port,
+        }))
+        .await;
+        Ok(false)
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        socket_path: &str,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        self.refuse_forward(serde_json::json!({
+            "direction": "local", "socket": socket_path,
+        }))
+        .await;
         Ok(())
     }
 
@@ -824,6 +844,26 @@ impl ClientHandler {
                 },
             )
             .await;
+        }
+    }
+
+    /// Records a refused forward on the session, when there is one.
+    async fn refuse_forward(&self, details: serde_json::Value) {
+        let ConnState::Ready(s) = &self.state else {
+            return;
+        };
+        let id = s.live().id.to_string();
+        if let Err(e) = self
+            .shared
+            .control
+            .record_event(
+                &id,
+                wg_domain::audit::kinds::SESSION_FORWARD_DENIED,
+                details,
+            )
+            .await
+        {
+            tracing::warn!(session = %id, error = %e, "cannot record a refused forward");
         }
     }
 
