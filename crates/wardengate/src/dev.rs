@@ -80,6 +80,8 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&recordings).context("creating the recording store")?;
     let control = ControlPlane::new(store, vault, ControlConfig::new(&recordings));
     let shutdown = CancellationToken::new();
+    // Handoff offers nobody accepts are recorded as expired close to their deadline.
+    let sweeper = control.spawn_handoff_sweeper(shutdown.clone());
 
     // Bootstrap admin.
     let admin_keys = admin_keys(dir, args.ssh_key.as_deref())?;
@@ -179,6 +181,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = grpc_task.await;
     let _ = api_task.await;
+    let _ = sweeper.await;
     Ok(())
 }
 

@@ -12,17 +12,23 @@ use wg_domain::{SessionId, SessionState};
 
 use crate::client::DEFAULT_ADDR;
 
+/// The gateway's SSH address used when neither `--ssh-addr` nor `WGCTL_SSH_ADDR` is given (the
+/// default of `wardengate dev`).
+pub const DEFAULT_SSH_ADDR: &str = "127.0.0.1:3022";
+
 const TOP_HELP: &str = "\
 Connection:
-  WGCTL_ADDR   control-plane URL, plain http (default http://127.0.0.1:8080); --addr overrides
-  WGCTL_TOKEN  bearer token; --token overrides (prefer the variable: flags show up in `ps`)
+  WGCTL_ADDR      control-plane URL, plain http (default http://127.0.0.1:8080); --addr overrides
+  WGCTL_TOKEN     bearer token; --token overrides (prefer the variable: flags show up in `ps`)
+  WGCTL_SSH_ADDR  the gateway's SSH HOST:PORT for `session accept` and `session attach`
+                  (default 127.0.0.1:3022); --ssh-addr overrides
 
 Exit codes:
   0  success
   1  other failure, including a recording or audit chain that does not verify
   2  bad request or usage error
   3  not found
-  4  denied (unauthorized, forbidden, policy_denied, concurrency_limit)
+  4  denied (unauthorized, forbidden, policy_denied, concurrency_limit, handoff_expired)
   5  control plane unreachable (connection refused, timeout, HTTP 503)
 
 Examples:
@@ -60,10 +66,10 @@ pub struct Cli {
 /// The command groups.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List, inspect and terminate sessions.
+    /// List, inspect, terminate and hand off sessions.
     #[command(
         subcommand,
-        after_help = "Examples:\n  wgctl session list --idle-gt 5m\n  wgctl session show sess_a91c7f20bb48\n  wgctl session terminate sess_a91c7f20bb48 --reason \"policy review\""
+        after_help = "Examples:\n  wgctl session list --idle-gt 5m\n  wgctl session show sess_a91c7f20bb48\n  wgctl session terminate sess_a91c7f20bb48 --reason \"policy review\"\n  wgctl session handoff sess_a91c7f20bb48 --to dan@corp --reason \"shift change\""
     )]
     Session(SessionCmd),
     /// Create or update resources from a YAML file.
@@ -97,6 +103,12 @@ pub enum Command {
         after_help = "Examples:\n  wgctl audit list --session sess_a91c7f20bb48\n  wgctl audit verify"
     )]
     Audit(AuditCmd),
+    /// Issue API tokens for users and service principals (admins only).
+    #[command(
+        subcommand,
+        after_help = "Example:\n  WGCTL_TOKEN=$(wgctl token create dan@corp) wgctl session accept sess_a91c7f20bb48"
+    )]
+    Token(TokenCmd),
     /// Show concurrency use against limits.
     #[command(
         subcommand,
@@ -178,6 +190,103 @@ pub enum SessionCmd {
         after_help = "The reason is required and lands on the session's audit event. Terminating a\nsession that is already closed succeeds and reports when it closed.\n\nExample:\n  wgctl session terminate sess_a91c7f20bb48 --reason \"policy review - suspected off-hours access\""
     )]
     Terminate(TerminateArgs),
+    /// Offer a live session to another principal, who must accept within the TTL.
+    #[command(
+        after_help = "Allowed to the session's owner and to operators. The incoming owner must hold a policy\n\
+that permits the session's target and account; it accepts with `wgctl session accept ID`\n\
+and then attaches to the same terminal. One handoff per session is pending at a time.\n\n\
+Example:\n  wgctl session handoff sess_a91c7f20bb48 --to dan@corp \\\n    --reason \"shift change, incident INC-4412\""
+    )]
+    Handoff(HandoffArgs),
+    /// Accept a handoff offered to you: you become the session's owner.
+    #[command(
+        after_help = "Run it with your own token (an admin issues one with `wgctl token create`). It prints\n\
+the ssh command that attaches you to the session's terminal, at the gateway address from\n\
+--ssh-addr, WGCTL_SSH_ADDR or 127.0.0.1:3022; `wgctl session attach ID` runs it.\n\n\
+Example:\n  wgctl session accept sess_a91c7f20bb48"
+    )]
+    Accept(AcceptArgs),
+    /// Attach to a live session you own (runs `ssh -t -p PORT YOU:ID@HOST`).
+    #[command(
+        after_help = "Your principal comes from the API token (GET /api/v1/whoami); the gateway address from\n\
+--ssh-addr, WGCTL_SSH_ADDR or 127.0.0.1:3022. Arguments after `--` go to ssh.\n\n\
+Examples:\n  wgctl session attach sess_a91c7f20bb48\n  wgctl session attach sess_a91c7f20bb48 --ssh-addr gw.example:3022 -- -i ~/.ssh/id_ed25519"
+    )]
+    Attach(AttachArgs),
+}
+
+/// `wgctl session handoff` arguments.
+#[derive(Debug, Args)]
+pub struct HandoffArgs {
+    /// Session ID (`sess_` + 12 hex characters).
+    #[arg(value_name = "ID", value_parser = parse_session_id)]
+    pub id: String,
+    /// The incoming owner: a user or service principal, e.g. dan@corp.
+    #[arg(long, required = true, value_name = "PRINCIPAL", value_parser = parse_principal)]
+    pub to: String,
+    /// Why the session changes hands (required; recorded in the audit log).
+    #[arg(long, required = true, value_parser = parse_reason)]
+    pub reason: String,
+    /// How long the incoming owner has to accept: 1s to 1h (e.g. 90s, 5m; default 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub ttl: Option<Duration>,
+}
+
+/// The gateway's SSH address, `HOST:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshAddr {
+    /// Host name or IP address (an IPv6 address without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// `wgctl session accept` arguments.
+#[derive(Debug, Args)]
+pub struct AcceptArgs {
+    /// Session ID (`sess_` + 12 hex characters).
+    #[arg(value_name = "ID", value_parser = parse_session_id)]
+    pub id: String,
+    /// The gateway's SSH address shown in the attach command.
+    #[arg(long, env = "WGCTL_SSH_ADDR", hide_env_values = true, value_name = "HOST:PORT", default_value = DEFAULT_SSH_ADDR, value_parser = parse_ssh_addr)]
+    pub ssh_addr: SshAddr,
+}
+
+/// `wgctl session attach` arguments.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Session ID (`sess_` + 12 hex characters).
+    #[arg(value_name = "ID", value_parser = parse_session_id)]
+    pub id: String,
+    /// The gateway's SSH address.
+    #[arg(long, env = "WGCTL_SSH_ADDR", hide_env_values = true, value_name = "HOST:PORT", default_value = DEFAULT_SSH_ADDR, value_parser = parse_ssh_addr)]
+    pub ssh_addr: SshAddr,
+    /// Extra ssh options (after `--`), e.g. `-i KEY`.
+    #[arg(last = true, value_name = "SSH-ARGS")]
+    pub ssh_args: Vec<String>,
+}
+
+/// `wgctl token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Issue an API token for an existing user or service principal; it is shown only once.
+    #[command(
+        after_help = "The token alone goes to standard output (the notice to standard error), so it can be\n\
+captured; only its SHA-256 is stored.\n\n\
+Examples:\n  wgctl token create dan@corp\n  wgctl token create svc_deploy -o json"
+    )]
+    Create(TokenCreateArgs),
+}
+
+/// `wgctl token create` arguments.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// The principal the token acts as, e.g. dan@corp.
+    #[arg(value_name = "PRINCIPAL", value_parser = parse_principal)]
+    pub principal: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ShowFormat::Text)]
+    pub output: ShowFormat,
 }
 
 /// `wgctl session list` flags.
@@ -195,7 +304,8 @@ pub struct SessionListArgs {
     /// Only sessions owned by this gateway.
     #[arg(long)]
     pub gateway: Option<String>,
-    /// Only sessions in this state (requested, approved, opened, active, idle, closing, closed).
+    /// Only sessions in this state (requested, approved, opened, active, idle, detached, closing,
+    /// closed).
     #[arg(long, value_parser = parse_state)]
     pub state: Option<SessionState>,
     /// Only sessions idle for longer than this (e.g. 5m, 90s).
@@ -414,6 +524,53 @@ fn parse_reason(s: &str) -> Result<String, String> {
     Ok(t.to_owned())
 }
 
+fn parse_principal(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("name a user or service principal, e.g. dan@corp".into());
+    }
+    if t.chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == ':')
+    {
+        return Err(format!(
+            "{s:?} is not a principal name (no spaces, control characters or `:`)"
+        ));
+    }
+    Ok(t.to_owned())
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = wg_domain::time::parse_duration(s).map_err(|e| e.to_string())?;
+    wg_domain::handoff::check_ttl(d).map_err(|e| e.to_string())
+}
+
+/// Parses `HOST:PORT`, `[IPV6]:PORT`.
+pub fn parse_ssh_addr(s: &str) -> Result<SshAddr, String> {
+    let t = s.trim();
+    let bad = || format!("{s:?} is not HOST:PORT (e.g. gw.example:3022 or [::1]:3022)");
+    let (host, port) = match t.strip_prefix('[') {
+        Some(rest) => {
+            let (host, port) = rest.split_once("]:").ok_or_else(bad)?;
+            (host, port)
+        }
+        None => t.rsplit_once(':').ok_or_else(bad)?,
+    };
+    if host.is_empty()
+        || host.contains(|c: char| c.is_whitespace() || c.is_control() || c == '@')
+        || (host.contains(':') && !t.starts_with('['))
+    {
+        return Err(bad());
+    }
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if port == 0 {
+        return Err(bad());
+    }
+    Ok(SshAddr {
+        host: host.to_owned(),
+        port,
+    })
+}
+
 fn parse_kind(s: &str) -> Result<Kind, String> {
     Kind::parse(s).map_err(|_| {
         format!("unknown kind {s:?} (expected user, servicePrincipal, target, policy or limits)")
@@ -506,6 +663,7 @@ mod tests {
             "2  bad request",
             "3  not found",
             "4  denied",
+            "WGCTL_SSH_ADDR",
             "5  control plane unreachable",
         ] {
             assert!(help.contains(code), "exit code {code} undocumented");
@@ -635,6 +793,125 @@ mod tests {
         usage_error(&["get", "widgets"]);
         usage_error(&["apply"]);
         assert!(parse(&["apply", "-f", "-"]).is_ok());
+    }
+
+    #[test]
+    fn handoff_flags() {
+        let cli = parse(&[
+            "session",
+            "handoff",
+            "sess_a91c7f20bb48",
+            "--to",
+            "dan@corp",
+            "--reason",
+            "shift change, incident INC-4412",
+        ])
+        .unwrap();
+        let Command::Session(SessionCmd::Handoff(h)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (h.id.as_str(), h.to.as_str(), h.ttl),
+            ("sess_a91c7f20bb48", "dan@corp", None)
+        );
+        let cli = parse(&[
+            "session",
+            "handoff",
+            "sess_a91c7f20bb48",
+            "--to",
+            "dan@corp",
+            "--reason",
+            "r",
+            "--ttl",
+            "90s",
+        ])
+        .unwrap();
+        let Command::Session(SessionCmd::Handoff(h)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(h.ttl, Some(Duration::from_secs(90)));
+        let base = [
+            "session",
+            "handoff",
+            "sess_a91c7f20bb48",
+            "--to",
+            "dan@corp",
+        ];
+        let e = usage_error(&base);
+        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+        for ttl in ["0s", "2h", "1500ms", "soon"] {
+            let mut args = base.to_vec();
+            args.extend(["--reason", "r", "--ttl", ttl]);
+            usage_error(&args);
+        }
+        usage_error(&[
+            "session",
+            "handoff",
+            "sess_a91c7f20bb48",
+            "--to",
+            " ",
+            "--reason",
+            "r",
+        ]);
+        usage_error(&["session", "handoff", "sess_a91c7f20bb48", "--reason", "r"]);
+    }
+
+    #[test]
+    fn ssh_addresses() {
+        let cli = parse(&["session", "accept", "sess_a91c7f20bb48"]).unwrap();
+        let Command::Session(SessionCmd::Accept(a)) = cli.command else {
+            panic!()
+        };
+        if std::env::var_os("WGCTL_SSH_ADDR").is_none() {
+            assert_eq!(a.ssh_addr, parse_ssh_addr(DEFAULT_SSH_ADDR).unwrap());
+        }
+        assert_eq!(
+            parse_ssh_addr("gw.example:3022").unwrap(),
+            SshAddr {
+                host: "gw.example".into(),
+                port: 3022
+            }
+        );
+        assert_eq!(
+            parse_ssh_addr("[::1]:22").unwrap(),
+            SshAddr {
+                host: "::1".into(),
+                port: 22
+            }
+        );
+        for bad in [
+            "gw.example",
+            ":22",
+            "h:0",
+            "h:99999",
+            "::1:22",
+            "a b:22",
+            "u@h:22",
+            "[::1]",
+        ] {
+            assert!(parse_ssh_addr(bad).is_err(), "{bad}");
+        }
+        usage_error(&[
+            "session",
+            "attach",
+            "sess_a91c7f20bb48",
+            "--ssh-addr",
+            "nope",
+        ]);
+    }
+
+    #[test]
+    fn token_create_needs_a_principal() {
+        let cli = parse(&["token", "create", "dan@corp", "-o", "json"]).unwrap();
+        let Command::Token(TokenCmd::Create(t)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (t.principal.as_str(), t.output),
+            ("dan@corp", ShowFormat::Json)
+        );
+        let e = usage_error(&["token", "create"]);
+        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
     }
 
     #[test]

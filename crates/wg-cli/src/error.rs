@@ -13,7 +13,7 @@ use wg_domain::{ErrorBody, ErrorCode};
 /// | 1 | any other failure, including a recording or audit chain that does not verify |
 /// | 2 | bad request or usage error (clap's own usage errors also exit 2) |
 /// | 3 | not found |
-/// | 4 | denied: `unauthorized`, `forbidden`, `policy_denied`, `concurrency_limit` |
+/// | 4 | denied: `unauthorized`, `forbidden`, `policy_denied`, `concurrency_limit`, `handoff_expired` |
 /// | 5 | unreachable: connection refused, timeout, HTTP 502/503/504 |
 pub mod exit {
     /// Success.
@@ -24,7 +24,7 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The named object does not exist.
     pub const NOT_FOUND: u8 = 3;
-    /// Unauthorized, forbidden, policy denied or concurrency limit reached.
+    /// Unauthorized, forbidden, policy denied, concurrency limit reached or handoff expired.
     pub const DENIED: u8 = 4;
     /// The control plane cannot be reached.
     pub const UNREACHABLE: u8 = 5;
@@ -81,7 +81,8 @@ pub fn code_exit(code: ErrorCode) -> u8 {
         ErrorCode::Unauthorized
         | ErrorCode::Forbidden
         | ErrorCode::PolicyDenied
-        | ErrorCode::ConcurrencyLimit => exit::DENIED,
+        | ErrorCode::ConcurrencyLimit
+        | ErrorCode::HandoffExpired => exit::DENIED,
         ErrorCode::Unavailable => exit::UNREACHABLE,
         ErrorCode::Conflict | ErrorCode::Internal => exit::FAILURE,
     }
@@ -91,7 +92,7 @@ pub fn code_exit(code: ErrorCode) -> u8 {
 pub fn status_exit(status: u16) -> u8 {
     match status {
         404 => exit::NOT_FOUND,
-        401 | 403 | 429 => exit::DENIED,
+        401 | 403 | 410 | 429 => exit::DENIED,
         502..=504 => exit::UNREACHABLE,
         409 => exit::FAILURE,
         400..=499 => exit::USAGE,

@@ -4,12 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use wg_domain::api::{
-    AppliedResource, ApplyResponse, AuditEventView, AuditVerify, PtyInfo, RecordingInfo,
-    RecordingVerify, SealInfo, SessionView, TerminateResponse, VaultEntry,
+    AppliedResource, ApplyResponse, AuditEventView, AuditVerify, HandoffView, PtyInfo,
+    RecordingInfo, RecordingVerify, SealInfo, SessionView, TerminateResponse, TokenCreated,
+    VaultEntry,
 };
+use wg_domain::handoff::HandoffState;
 use wg_domain::resources::{Kind, parse_documents};
 use wg_domain::{EndReason, ErrorBody, ErrorCode, SessionState};
 
+use crate::cli::SshAddr;
 use crate::error::CliError;
 use crate::render;
 
@@ -75,6 +78,7 @@ fn bare(
         end_reason: None,
         end_detail: None,
         exit_status: None,
+        handoff: None,
     }
 }
 
@@ -369,6 +373,14 @@ fn error_lines_and_exit_codes() {
         (api_error(ErrorCode::PolicyDenied, "no policy admits alice@corp to db-01"), 4),
         (CliError::Api { status: 429, body: limit }, 4),
         (api_error(ErrorCode::Unavailable, "gateway gw-us-1 is not connected"), 5),
+        (
+            api_error(
+                ErrorCode::HandoffExpired,
+                "the handoff of sess_a91c7f20bb48 to dan@corp expired at 2026-04-20T18:46:02Z; alice@corp keeps the session (ask for a new handoff)",
+            ),
+            4,
+        ),
+        (CliError::Http { status: 410, text: "Gone".into() }, 4),
         (api_error(ErrorCode::Conflict, "session is closing"), 1),
         (api_error(ErrorCode::Internal, "store failure"), 1),
         (
@@ -622,4 +634,111 @@ fn limits_usage_table() {
     assert_eq!(out.lines().next(), Some("SCOPE   KEY          USED  LIMIT"));
     assert!(out.lines().nth(2).unwrap().ends_with("2     -"), "{out}");
     insta::assert_snapshot!(out);
+}
+
+/// The seed's `session handoff` output, copied verbatim.
+const SEED_HANDOFF: &str = "\
+handoff requested -> dan@corp
+  dan@corp must accept within 5m with: wgctl session accept sess_a91c7f20bb48
+sess_a91c7f20bb48  previous owner: alice@corp  new owner: dan@corp (pending)
+";
+
+/// The seed's handoff of `sess_a91c7f20bb48` to dan@corp, as the API would return it.
+fn dans_handoff() -> HandoffView {
+    HandoffView {
+        session: "sess_a91c7f20bb48".into(),
+        from: "alice@corp".into(),
+        to: "dan@corp".into(),
+        requested_by: "alice@corp".into(),
+        reason: "shift change, incident INC-4412".into(),
+        state: HandoffState::Pending,
+        requested_at: "2026-04-20T18:55:31Z".into(),
+        expires_at: "2026-04-20T19:00:31Z".into(),
+        ttl_seconds: 300,
+        decided_at: None,
+        policy: None,
+    }
+}
+
+#[test]
+fn handoff_matches_the_seed() {
+    let out = render::handoff_requested(&dans_handoff());
+    assert_eq!(out, SEED_HANDOFF);
+    insta::assert_snapshot!(out);
+    // The window is the offer's TTL.
+    let quick = HandoffView {
+        ttl_seconds: 90,
+        ..dans_handoff()
+    };
+    assert!(render::handoff_requested(&quick).contains(
+        "  dan@corp must accept within 90s with: wgctl session accept sess_a91c7f20bb48\n"
+    ));
+}
+
+#[test]
+fn handoff_accepted_output() {
+    let accepted = HandoffView {
+        state: HandoffState::Accepted,
+        decided_at: Some("2026-04-20T18:57:02Z".into()),
+        policy: Some("prod-oncall".into()),
+        ..dans_handoff()
+    };
+    let ssh = SshAddr {
+        host: "127.0.0.1".into(),
+        port: 3022,
+    };
+    let out = render::handoff_accepted(&accepted, &ssh);
+    assert_eq!(
+        out,
+        "handoff accepted: sess_a91c7f20bb48  previous owner: alice@corp  new owner: dan@corp\n  \
+         attach with: ssh -t dan@corp:sess_a91c7f20bb48@127.0.0.1 -p 3022\n"
+    );
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn session_show_with_a_pending_handoff() {
+    let mut s = alice();
+    s.handoff = Some(dans_handoff());
+    let out = render::session_show(&s);
+    // The seed's lines are untouched; the offer is one more line at the end.
+    let seed_part: Vec<&str> = out.lines().take(SEED_SHOW.lines().count()).collect();
+    assert_eq!(
+        seed_part,
+        render::session_show(&alice()).lines().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        out.lines().last(),
+        Some("handoff       -> dan@corp  (pending until 2026-04-20T19:00:31Z)")
+    );
+    insta::assert_snapshot!(out);
+    // In JSON the offer is a `handoff` object; absent, it is null.
+    let json = render::json(&s).unwrap();
+    assert!(
+        json.contains("\"handoff\": {\n    \"session\": \"sess_a91c7f20bb48\""),
+        "{json}"
+    );
+    assert!(
+        render::json(&alice())
+            .unwrap()
+            .contains("\"handoff\": null")
+    );
+}
+
+#[test]
+fn token_output_is_the_token_alone() {
+    let t = TokenCreated {
+        principal: "dan@corp".into(),
+        token: "wgt_0123456789abcdef".into(),
+        created_at: "2026-04-20T18:41:02Z".into(),
+    };
+    assert_eq!(render::token_created(&t), "wgt_0123456789abcdef\n");
+    assert_eq!(
+        render::token_notice(&t),
+        "wgctl: token for dan@corp created at 2026-04-20T18:41:02Z; it is shown only this once\n"
+    );
+    assert!(
+        !format!("{t:?}").contains("wgt_"),
+        "Debug must not show the token"
+    );
 }

@@ -8,7 +8,7 @@
 //! - [`client`]: the HTTP client and the mapping of API errors to [`CliError`];
 //! - [`render`]: pure functions from API shapes to the printed text (the seed's layouts);
 //! - one private module per command group (`session`, `apply`/`get`/`delete`, `vault`,
-//!   `recording`, `audit`).
+//!   `recording`, `audit`, `limits`, `token`).
 //!
 //! # Exit codes
 //!
@@ -18,7 +18,7 @@
 //! | 1 | other failure, including a recording or audit chain that does not verify |
 //! | 2 | bad request or usage error |
 //! | 3 | not found |
-//! | 4 | denied (`unauthorized`, `forbidden`, `policy_denied`, `concurrency_limit`) |
+//! | 4 | denied (`unauthorized`, `forbidden`, `policy_denied`, `concurrency_limit`, `handoff_expired`) |
 //! | 5 | control plane unreachable (connection refused, timeout, HTTP 503) |
 //!
 //! A failure prints one line on stderr: `wgctl: <message>`.

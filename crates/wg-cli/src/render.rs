@@ -1,18 +1,19 @@
 //! Pure functions from API shapes to the text `wgctl` prints.
 //!
-//! The layouts of `session list`, `session show` and `session terminate` are the seed's, byte for
-//! byte; they are covered by golden tests. Every value that came from the server passes through
+//! The layouts of `session list`, `session show`, `session terminate` and `session handoff` are
+//! the seed's, byte for byte; they are covered by golden tests. Every value that came from the server passes through
 //! [`clean`] so that a hostile string (a client ident, a reason) cannot inject terminal escapes.
 //! Every function returns whole lines, each ending in `\n`, never with trailing spaces.
 
 use serde::Serialize;
 use wg_domain::api::{
-    ApplyResponse, AuditEventView, AuditVerify, RecordingInfo, RecordingVerify, SealInfo,
-    SessionView, TerminateResponse, VaultEntry,
+    ApplyResponse, AuditEventView, AuditVerify, HandoffView, RecordingInfo, RecordingVerify,
+    SealInfo, SessionView, TerminateResponse, TokenCreated, VaultEntry,
 };
 use wg_domain::resources::{Kind, MfaRequirement, Resource, Role};
 use wg_domain::time::hms;
 
+use crate::cli::SshAddr;
 use crate::error::CliError;
 
 /// Minimum widths of the `session list` columns before `AGE` (the seed's layout).
@@ -145,6 +146,19 @@ pub fn session_show(s: &SessionView) -> String {
         if let Some(code) = s.exit_status {
             field(&mut out, "exit", &code.to_string());
         }
+    }
+    // Not in the seed's layout: shown, like `ended`, only when there is one.
+    if let Some(h) = &s.handoff {
+        field(
+            &mut out,
+            "handoff",
+            &format!(
+                "-> {}  ({} until {})",
+                clean(&h.to),
+                h.state.as_str(),
+                clean(&h.expires_at)
+            ),
+        );
     }
     out
 }
@@ -281,6 +295,45 @@ pub fn terminate(r: &TerminateResponse) -> String {
             seal_line(r.recording.as_ref())
         )
     }
+}
+
+/// `wgctl session handoff`: the seed's three lines; the window is the offer's TTL written like
+/// `5m`.
+pub fn handoff_requested(h: &HandoffView) -> String {
+    let (id, from, to) = (clean(&h.session), clean(&h.from), clean(&h.to));
+    let ttl = wg_domain::time::format_duration(std::time::Duration::from_secs(h.ttl_seconds));
+    format!(
+        "handoff requested -> {to}\n  \
+         {to} must accept within {ttl} with: wgctl session accept {id}\n\
+         {id}  previous owner: {from}  new owner: {to} ({})\n",
+        h.state.as_str()
+    )
+}
+
+/// `wgctl session accept`: who owns the session now, and the ssh command that attaches the new
+/// owner (login name `OWNER:SESSION_ID`) through the gateway at `ssh`.
+pub fn handoff_accepted(h: &HandoffView, ssh: &SshAddr) -> String {
+    let (id, from, to) = (clean(&h.session), clean(&h.from), clean(&h.to));
+    format!(
+        "handoff accepted: {id}  previous owner: {from}  new owner: {to}\n  \
+         attach with: ssh -t {to}:{id}@{} -p {}\n",
+        clean(&ssh.host),
+        ssh.port
+    )
+}
+
+/// `wgctl token create`: the token alone, for capture (`$(wgctl token create dan@corp)`).
+pub fn token_created(t: &TokenCreated) -> String {
+    format!("{}\n", clean(&t.token))
+}
+
+/// The notice `wgctl token create` writes to standard error.
+pub fn token_notice(t: &TokenCreated) -> String {
+    format!(
+        "wgctl: token for {} created at {}; it is shown only this once\n",
+        clean(&t.principal),
+        clean(&t.created_at)
+    )
 }
 
 /// `wgctl apply`: `<kind>/<name> <action>` per resource.

@@ -75,7 +75,7 @@ fn status(e: ControlError) -> Status {
         ErrorCode::Unauthorized => Status::unauthenticated(msg),
         ErrorCode::Forbidden | ErrorCode::PolicyDenied => Status::permission_denied(msg),
         ErrorCode::NotFound => Status::not_found(msg),
-        ErrorCode::Conflict => Status::failed_precondition(msg),
+        ErrorCode::Conflict | ErrorCode::HandoffExpired => Status::failed_precondition(msg),
         ErrorCode::ConcurrencyLimit => Status::resource_exhausted(msg),
         ErrorCode::Unavailable => Status::unavailable(msg),
         ErrorCode::Internal => Status::internal(msg),
@@ -189,25 +189,28 @@ impl GatewayControl for GatewayService {
         };
         let decision = match self.control.request_session(ask).await {
             Ok(a) => {
-                let secret = match &a.credential {
+                let secret = a.credential.as_ref().map(|c| match c {
                     Secret::Password(p) => credential::Secret::Password(p.to_string()),
                     Secret::PrivateKey(k) => credential::Secret::PrivateKey(k.to_string()),
-                };
+                });
                 SessionDecision {
                     allowed: true,
                     session_id: a.session.to_string(),
                     target_address: a.target_address,
                     host_key: a.host_key.unwrap_or_default(),
                     account: a.account,
-                    credential: Some(Credential {
-                        secret: Some(secret),
-                    }),
+                    credential: secret.map(|s| Credential { secret: Some(s) }),
                     recording_mode: a.recording_mode,
                     idle_timeout_ms: u64::try_from(a.idle_timeout.as_millis()).unwrap_or(u64::MAX),
                     idle_grace_ms: u64::try_from(a.idle_grace.as_millis()).unwrap_or(u64::MAX),
                     policy: a.policy,
                     target: a.target,
                     forward_local: a.forward_local,
+                    attach: a.attach,
+                    reconnect_mode: a.reconnect.mode.as_str().to_owned(),
+                    reconnect_grace_ms: u64::try_from(a.reconnect.grace.as_millis())
+                        .unwrap_or(u64::MAX),
+                    owner: a.owner,
                     ..Default::default()
                 }
             }

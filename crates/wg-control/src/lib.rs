@@ -11,9 +11,11 @@ pub mod api;
 mod error;
 pub mod gateways;
 pub mod grpc;
+#[cfg(test)]
+mod handoff_tests;
 mod service;
 pub mod vault;
 mod views;
 
 pub use error::ControlError;
-pub use service::{BOOTSTRAP_ADMIN, ControlConfig, ControlPlane, SessionQuery};
+pub use service::{BOOTSTRAP_ADMIN, ControlConfig, ControlPlane, SessionOwner, SessionQuery};

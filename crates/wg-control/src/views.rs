@@ -1,11 +1,12 @@
 //! Conversion of stored records to the API's JSON shapes.
 
-use wg_domain::api::{AuditEventView, PtyInfo, RecordingInfo, SessionView};
+use wg_domain::api::{AuditEventView, HandoffView, PtyInfo, RecordingInfo, SessionView};
 use wg_domain::audit::AuditEvent;
 use wg_domain::time::{UnixMillis, rfc3339, rfc3339_millis};
-use wg_store::SessionRecord;
+use wg_store::{HandoffRecord, SessionRecord};
 
-/// The API view of a session at instant `now`.
+/// The API view of a session at instant `now`, without its pending handoff (which
+/// `ControlPlane::list_sessions` and `get_session` add).
 pub(crate) fn session_view(r: &SessionRecord, now: UnixMillis) -> SessionView {
     let end = r.ended_ms.unwrap_or(now);
     let pty = match (&r.pty_term, r.pty_cols, r.pty_rows) {
@@ -59,6 +60,24 @@ pub(crate) fn session_view(r: &SessionRecord, now: UnixMillis) -> SessionView {
         end_reason: r.end_reason,
         end_detail: r.end_detail.clone(),
         exit_status: r.exit_status,
+        handoff: None,
+    }
+}
+
+/// The API view of a handoff offer.
+pub(crate) fn handoff_view(h: &HandoffRecord) -> HandoffView {
+    HandoffView {
+        session: h.session.to_string(),
+        from: h.from_actor.clone(),
+        to: h.to_principal.clone(),
+        requested_by: h.requested_by.clone(),
+        reason: h.reason.clone(),
+        state: h.state,
+        requested_at: rfc3339(h.requested_ms),
+        expires_at: rfc3339(h.expires_ms),
+        ttl_seconds: u64::try_from((h.expires_ms - h.requested_ms).max(0) / 1000).unwrap_or(0),
+        decided_at: h.decided_ms.map(rfc3339),
+        policy: h.accepted_policy.clone(),
     }
 }
 

@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::handoff::HandoffState;
 use crate::lifecycle::{EndReason, SessionState};
+use crate::resources::Role;
 
 /// The terminal a client asked for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -87,6 +89,9 @@ pub struct SessionView {
     pub end_detail: Option<String>,
     /// Exit status of the remote command, when there was one.
     pub exit_status: Option<i32>,
+    /// The pending handoff of the session, while one waits for its incoming owner.
+    #[serde(default)]
+    pub handoff: Option<HandoffView>,
 }
 
 /// `GET /api/v1/sessions` response.
@@ -308,4 +313,85 @@ pub struct BulkTerminateResponse {
     pub terminated: Vec<TerminateResponse>,
     /// Sessions that could not be terminated.
     pub failed: Vec<BulkFailure>,
+}
+
+/// `POST /api/v1/sessions/{id}/handoff` body: offer the session to another principal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffRequest {
+    /// The incoming owner: a user or service principal holding a policy that permits the
+    /// session's target, account and protocol.
+    pub to: String,
+    /// Required: why (lands on the audit events).
+    pub reason: String,
+    /// How long the incoming owner has to accept, in whole seconds (default 300, at most 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A handoff offer: `POST /api/v1/sessions/{id}/handoff` and `…/accept` responses, and the
+/// `handoff` of a session view while it is pending.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HandoffView {
+    /// The session.
+    pub session: String,
+    /// The owner when the handoff was requested (the previous owner once accepted).
+    pub from: String,
+    /// The incoming owner.
+    pub to: String,
+    /// Who asked for it: the owner, or an operator.
+    pub requested_by: String,
+    /// Why.
+    pub reason: String,
+    /// `pending`, `accepted`, `expired` or `cancelled`.
+    pub state: HandoffState,
+    /// When it was requested (RFC 3339).
+    pub requested_at: String,
+    /// The end of the window to accept (RFC 3339).
+    pub expires_at: String,
+    /// The window's length in seconds.
+    pub ttl_seconds: u64,
+    /// When it was accepted, expired or cancelled (RFC 3339).
+    pub decided_at: Option<String>,
+    /// Once accepted: the policy under which the new owner holds the session.
+    pub policy: Option<String>,
+}
+
+/// `POST /api/v1/tokens` body: issue an API token for an existing user or service principal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreateRequest {
+    /// The principal the token acts as, e.g. `dan@corp`.
+    pub principal: String,
+}
+
+/// `POST /api/v1/tokens` response. The token is shown here once; only its SHA-256 is stored.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenCreated {
+    /// The principal the token acts as.
+    pub principal: String,
+    /// The bearer token (`wgt_…`).
+    pub token: String,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+}
+
+impl std::fmt::Debug for TokenCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCreated")
+            .field("principal", &self.principal)
+            .field("token", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// `GET /api/v1/whoami` response: the principal the bearer token acts as.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    /// The principal, e.g. `dan@corp`.
+    pub principal: String,
+    /// `auditor`, `operator` or `admin`; `null` for a plain user or a service principal.
+    #[schema(value_type = Option<String>)]
+    pub role: Option<Role>,
 }

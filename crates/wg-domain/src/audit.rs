@@ -34,6 +34,18 @@ pub mod kinds {
     pub const SESSION_TERMINATED: &str = "session.terminated";
     /// The idle warning fired.
     pub const SESSION_IDLE_WARNING: &str = "session.idle_warning";
+    /// The client leg dropped; the session waits for its owner within the reconnect grace.
+    pub const SESSION_DETACHED: &str = "session.detached";
+    /// A detached session was re-attached by its owner (same ID, same PTY).
+    pub const SESSION_RESUMED: &str = "session.resumed";
+    /// A new client leg took over the session's terminal (after a handoff, the new owner's).
+    pub const SESSION_ATTACHED: &str = "session.attached";
+    /// The owner (or an operator) asked to hand the session over to another principal.
+    pub const SESSION_HANDOFF_REQUESTED: &str = "session.handoff.requested";
+    /// The incoming owner accepted a handoff: the owner changed.
+    pub const SESSION_HANDOFF_ACCEPTED: &str = "session.handoff.accepted";
+    /// A handoff was not accepted in time (an accept after the window is refused).
+    pub const SESSION_HANDOFF_EXPIRED: &str = "session.handoff.expired";
     /// A port forward was opened through a session.
     pub const SESSION_FORWARD_OPENED: &str = "session.forward.opened";
     /// A port forward was refused by policy.
@@ -48,6 +60,8 @@ pub mod kinds {
     pub const RESOURCE_DELETED: &str = "resource.deleted";
     /// A vault secret was written (never its value).
     pub const VAULT_WRITTEN: &str = "vault.written";
+    /// An API token was issued for a principal (never the token or its hash).
+    pub const TOKEN_CREATED: &str = "token.created";
     /// A gateway connected to the control plane.
     pub const GATEWAY_JOINED: &str = "gateway.joined";
     /// A gateway missed its lease.

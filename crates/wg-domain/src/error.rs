@@ -21,6 +21,8 @@ pub enum ErrorCode {
     PolicyDenied,
     /// A concurrency limit is reached (HTTP 429); `scope` and `limit` say which.
     ConcurrencyLimit,
+    /// A handoff was not accepted within its window (HTTP 410): the offer is gone.
+    HandoffExpired,
     /// A dependency (gateway, store) cannot be reached (HTTP 503).
     Unavailable,
     /// A bug or an unexpected failure (HTTP 500).
@@ -38,6 +40,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::PolicyDenied => "policy_denied",
             ErrorCode::ConcurrencyLimit => "concurrency_limit",
+            ErrorCode::HandoffExpired => "handoff_expired",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -52,6 +55,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::ConcurrencyLimit => 429,
+            ErrorCode::HandoffExpired => 410,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }

@@ -2,7 +2,13 @@
 //!
 //! ```text
 //! requested → approved → opened → active ⇄ idle → closing → closed
+//!                                    ↕      ↓
+//!                                  detached ─┘
 //! ```
+//!
+//! `detached` (seed, "Reconnect behavior"): the client leg dropped under a `resume` or `reauth`
+//! policy; the target leg and PTY are kept for the reconnect grace. Re-attaching returns the
+//! session to `active`; a `reauth` reconnect or the end of the grace closes it.
 //!
 //! Every component that changes a session's state calls [`SessionState::check_transition`]; the
 //! store applies a transition only if the row is still in the state the caller saw (compare and
@@ -27,6 +33,8 @@ pub enum SessionState {
     Active,
     /// The idle warning fired and the grace window runs.
     Idle,
+    /// The client leg dropped; the session waits for its owner to re-attach within the grace.
+    Detached,
     /// Recording frames are being flushed and sealed; both legs are being severed.
     Closing,
     /// Final.
@@ -35,12 +43,13 @@ pub enum SessionState {
 
 impl SessionState {
     /// Every state, in lifecycle order.
-    pub const ALL: [SessionState; 7] = [
+    pub const ALL: [SessionState; 8] = [
         SessionState::Requested,
         SessionState::Approved,
         SessionState::Opened,
         SessionState::Active,
         SessionState::Idle,
+        SessionState::Detached,
         SessionState::Closing,
         SessionState::Closed,
     ];
@@ -53,6 +62,7 @@ impl SessionState {
             SessionState::Opened => "opened",
             SessionState::Active => "active",
             SessionState::Idle => "idle",
+            SessionState::Detached => "detached",
             SessionState::Closing => "closing",
             SessionState::Closed => "closed",
         }
@@ -79,6 +89,10 @@ impl SessionState {
                 | (Active, Closing)
                 | (Idle, Active)
                 | (Idle, Closing)
+                | (Active, Detached)
+                | (Idle, Detached)
+                | (Detached, Active)
+                | (Detached, Closing)
                 | (Closing, Closed)
         )
     }
@@ -102,9 +116,10 @@ impl SessionState {
     /// applied in order, each through [`SessionState::check_transition`]. Returns `None` when `to`
     /// cannot be reached.
     pub fn path_to(self, to: SessionState) -> Option<Vec<SessionState>> {
-        // Breadth-first search over a seven-node graph.
-        let mut prev: [Option<SessionState>; 7] = [None; 7];
-        let mut seen = [false; 7];
+        // Breadth-first search over the (eight-node) lifecycle graph.
+        const N: usize = SessionState::ALL.len();
+        let mut prev: [Option<SessionState>; N] = [None; N];
+        let mut seen = [false; N];
         let idx = |s: SessionState| s as usize;
         let mut queue = std::collections::VecDeque::from([self]);
         seen[idx(self)] = true;

@@ -218,6 +218,17 @@ pub enum ReconnectMode {
     Strict,
 }
 
+impl ReconnectMode {
+    /// The lowercase name used in policies, the API and the gateway protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReconnectMode::Resume => "resume",
+            ReconnectMode::Reauth => "reauth",
+            ReconnectMode::Strict => "strict",
+        }
+    }
+}
+
 /// `reconnect:` in a policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -232,6 +243,16 @@ pub struct Reconnect {
 
 fn default_reconnect_grace() -> Duration {
     Duration::from_secs(120)
+}
+
+impl Reconnect {
+    /// No reconnect (the behaviour when a session's policy is gone).
+    pub fn strict() -> Self {
+        Reconnect {
+            mode: ReconnectMode::Strict,
+            grace: default_reconnect_grace(),
+        }
+    }
 }
 
 impl Default for Reconnect {

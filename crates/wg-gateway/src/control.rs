@@ -243,7 +243,7 @@ async fn execute(control: ControlClient, runtime: Arc<Runtime>, cmd: wg_proto::v
     match cmd.command {
         Some(gateway_command::Command::Terminate(t)) => {
             match runtime
-                .terminate(&t.session_id, &t.operator, &t.reason)
+                .terminate(&t.session_id, &t.operator, &t.reason, &t.end_reason)
                 .await
             {
                 Some(outcome) => {

@@ -257,11 +257,19 @@ impl Runtime {
     }
 
     /// Terminates a live session and waits for its close outcome (recording sealed, legs
-    /// severed). `None` when the session is not live here.
-    pub async fn terminate(&self, id: &str, operator: &str, reason: &str) -> Option<CloseOutcome> {
+    /// severed). `end_reason` is recorded as the session's end (`terminated` when empty or
+    /// unknown; `superseded` when a reauthenticated session replaces it). `None` when the
+    /// session is not live here.
+    pub async fn terminate(
+        &self,
+        id: &str,
+        operator: &str,
+        reason: &str,
+        end_reason: &str,
+    ) -> Option<CloseOutcome> {
         let id: SessionId = id.parse().ok()?;
         let kill = KillInfo {
-            reason: EndReason::Terminated,
+            reason: end_reason.parse().unwrap_or(EndReason::Terminated),
             by: Some(operator.to_owned()).filter(|s| !s.is_empty()),
             detail: reason.to_owned(),
         };

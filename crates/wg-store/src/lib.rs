@@ -10,18 +10,24 @@
 //!   state the caller saw, validated by [`wg_domain::SessionState::check_transition`].
 //! - Audit appends are serialised in the database (a single chain-head row updated inside the
 //!   appending transaction), never in one process's memory, so several replicas extend one chain.
-//! - Multi-row changes (apply, transition + audit event) commit together or not at all.
+//! - Multi-row changes (apply, transition + audit event, handoff acceptance + slot transfer)
+//!   commit together or not at all.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
 mod chain;
 mod connect;
+mod handoffs;
 mod migrate;
 mod rows;
 mod slots;
 mod sql;
 
+pub use handoffs::{
+    HandoffAcceptOutcome, HandoffAcceptance, HandoffFilter, HandoffRecord, HandoffRequestOutcome,
+    NewHandoff,
+};
 pub use slots::{SlotClaim, SlotUsage, SlotsFull};
 
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -511,6 +517,26 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a new token hash for a principal and appends a `token.created` event (actor =
+    /// `actor`, details = the principal; never the token or its hash), in one transaction.
+    pub async fn issue_token(&self, token: &TokenRecord, actor: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO api_tokens (token_sha256, principal, created_ms) VALUES ($1, $2, $3)",
+        )
+        .bind(&token.token_sha256)
+        .bind(&token.principal)
+        .bind(token.created_ms)
+        .execute(&mut *tx)
+        .await?;
+        let event = NewAuditEvent::new(kinds::TOKEN_CREATED)
+            .actor(actor)
+            .details(serde_json::json!({ "principal": token.principal }));
+        append_in(&mut tx, &self.chain, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Looks a token up by its hash.
     pub async fn get_token(&self, token_sha256: &str) -> Result<Option<TokenRecord>> {
         let row = sqlx::query(
@@ -637,8 +663,9 @@ impl Store {
         }
         if matches!(to, SessionState::Closing | SessionState::Closed) {
             // The session is ending: its concurrency slots are free from now on (exactly once:
-            // the slot rows go in this same transaction).
+            // the slot rows go in this same transaction), and a pending handoff is void.
             slots::release(&mut tx, &id.to_string()).await?;
+            handoffs::cancel_pending(&mut tx, &id.to_string(), now_millis()).await?;
         }
         for event in audit {
             append_in(&mut tx, &self.chain, event).await?;

@@ -25,6 +25,11 @@ const SQLITE: &[Migration] = &[
         name: "session_slots",
         sql: include_str!("../migrations/sqlite/0002_session_slots.sql"),
     },
+    Migration {
+        version: 3,
+        name: "handoffs",
+        sql: include_str!("../migrations/sqlite/0003_handoffs.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -37,6 +42,11 @@ const POSTGRES: &[Migration] = &[
         version: 2,
         name: "session_slots",
         sql: include_str!("../migrations/postgres/0002_session_slots.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "handoffs",
+        sql: include_str!("../migrations/postgres/0003_handoffs.sql"),
     },
 ];
 

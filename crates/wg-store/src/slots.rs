@@ -6,7 +6,8 @@
 //! writer lock does the same. Scopes are always taken in the same order, so two transactions never
 //! wait on each other's counters in opposite orders. Which slots a session holds is kept in
 //! `session_slots`, so the release (in the transaction that moves the session to closing or
-//! closed) happens exactly once.
+//! closed) happens exactly once. An accepted handoff moves a live session's slot from the previous
+//! owner to the new one ([`transfer`]) in the accepting transaction.
 
 use sqlx::{Any, Transaction};
 
@@ -101,4 +102,61 @@ pub(crate) async fn release(tx: &mut Transaction<'static, Any>, session: &str) -
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Moves the slot `session` holds in `claim.scope` to `claim.key` (e.g. the `actor` slot from the
+/// previous owner to the new one): releases the slot held in that scope, if any, and takes one
+/// under `claim.key` within `claim.limit`. Nothing moves when the session already holds its slot
+/// under `claim.key`. Returns the full scope when the new key is at its limit (the caller rolls
+/// back, so the old slot stays taken).
+///
+/// Both counter rows are locked first, in key order, so that two transfers in opposite
+/// directions (alice → dan and dan → alice at once) cannot deadlock on PostgreSQL.
+pub(crate) async fn transfer(
+    tx: &mut Transaction<'static, Any>,
+    session: &str,
+    claim: &SlotClaim,
+) -> Result<Option<SlotsFull>> {
+    let held: Option<String> =
+        sqlx::query("SELECT key FROM session_slots WHERE session_id = $1 AND scope = $2")
+            .bind(session)
+            .bind(&claim.scope)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|row| sqlx::Row::try_get(&row, "key"))
+            .transpose()?;
+    if held.as_deref() == Some(claim.key.as_str()) {
+        return Ok(None);
+    }
+    let mut keys: Vec<&str> = held.iter().map(String::as_str).collect();
+    keys.push(&claim.key);
+    keys.sort_unstable();
+    for key in keys {
+        sqlx::query(
+            "INSERT INTO slot_counters (scope, key, used) VALUES ($1, $2, 0) \
+             ON CONFLICT (scope, key) DO NOTHING",
+        )
+        .bind(&claim.scope)
+        .bind(key)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("UPDATE slot_counters SET used = used WHERE scope = $1 AND key = $2")
+            .bind(&claim.scope)
+            .bind(key)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if let Some(old) = &held {
+        sqlx::query("UPDATE slot_counters SET used = used - 1 WHERE scope = $1 AND key = $2")
+            .bind(&claim.scope)
+            .bind(old)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("DELETE FROM session_slots WHERE session_id = $1 AND scope = $2")
+            .bind(session)
+            .bind(&claim.scope)
+            .execute(&mut **tx)
+            .await?;
+    }
+    take(tx, session, std::slice::from_ref(claim)).await
 }

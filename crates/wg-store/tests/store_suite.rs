@@ -11,11 +11,13 @@ use std::collections::HashSet;
 use sqlx::{AnyConnection, Connection, Row};
 use wg_domain::SessionId;
 use wg_domain::audit::{ChainVerifier, GENESIS, NewAuditEvent, kinds};
+use wg_domain::handoff::HandoffState;
 use wg_domain::lifecycle::{EndReason, SessionState};
 use wg_domain::resources::{Kind, Limits, Resource, Target, User};
 use wg_store::{
-    AuditFilter, SealedSecret, SessionFilter, SessionPatch, SessionRecord, SlotClaim, Store,
-    StoreError, TokenRecord,
+    AuditFilter, HandoffAcceptOutcome, HandoffAcceptance, HandoffFilter, HandoffRequestOutcome,
+    NewHandoff, SealedSecret, SessionFilter, SessionPatch, SessionRecord, SlotClaim, SlotsFull,
+    Store, StoreError, TokenRecord,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -162,6 +164,7 @@ both_engines!(
     resources_get_list_delete,
     vault_put_get_list,
     tokens_put_get,
+    tokens_issued_with_an_audit_event,
     sessions_insert_get_and_filters,
     insert_session_with_failing_audit_is_atomic,
     transition_is_compare_and_set,
@@ -172,6 +175,11 @@ both_engines!(
     concurrent_transitions_from_one_state_have_one_winner,
     slots_are_taken_atomically_and_released_once,
     racing_approvals_never_exceed_a_limit,
+    handoff_accept_moves_owner_policy_and_slots,
+    handoff_accept_after_expiry_is_refused_and_expires_once,
+    handoff_accept_refused_when_a_scope_of_the_new_owner_is_full,
+    concurrent_handoff_accepts_have_one_winner,
+    handoffs_need_a_live_session_and_end_with_it,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -300,11 +308,14 @@ async fn migrations_are_idempotent(db: &TestDb) {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0].get::<i64, _>("version"), 1);
-    assert_eq!(rows[0].get::<String, _>("name"), "initial");
-    assert_eq!(rows[1].get::<i64, _>("version"), 2);
-    assert_eq!(rows[1].get::<String, _>("name"), "session_slots");
+    // Versions run 1, 2, 3, … without gaps; the first ones are these.
+    assert!(rows.len() >= 3, "{} migrations", rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.get::<i64, _>("version"), i64::try_from(i).unwrap() + 1);
+    }
+    for (row, name) in rows.iter().zip(["initial", "session_slots", "handoffs"]) {
+        assert_eq!(row.get::<String, _>("name"), name);
+    }
     assert!(rows[0].get::<i64, _>("applied_ms") > 0);
     if engine == "sqlite" {
         let mode: String = sqlx::query("PRAGMA journal_mode")
@@ -329,12 +340,13 @@ async fn concurrent_connects_migrate_once(db: &TestDb) {
         stores.push(t.await.unwrap().unwrap());
     }
     let mut conn = raw(&db.url).await;
-    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM schema_migrations")
+    let row = sqlx::query("SELECT COUNT(*) AS n, MAX(version) AS v FROM schema_migrations")
         .fetch_one(&mut conn)
         .await
-        .unwrap()
-        .get("n");
-    assert_eq!(n, 2, "every migration applied exactly once");
+        .unwrap();
+    let (n, newest): (i64, i64) = (row.get("n"), row.get("v"));
+    assert!(n >= 3, "{n} migrations");
+    assert_eq!(n, newest, "every migration applied exactly once");
     conn.close().await.unwrap();
     for s in &stores {
         assert_eq!(s.audit_head().await.unwrap(), (0, GENESIS.to_owned()));
@@ -642,6 +654,28 @@ async fn tokens_put_get(db: &TestDb) {
         store.get_token(&token.token_sha256).await.unwrap(),
         Some(replaced)
     );
+}
+
+async fn tokens_issued_with_an_audit_event(db: &TestDb) {
+    let store = db.store().await;
+    let token = TokenRecord {
+        token_sha256: "ef".repeat(32),
+        principal: "dan@corp".to_owned(),
+        created_ms: 1_000,
+    };
+    store.issue_token(&token, "admin@local").await.unwrap();
+    assert_eq!(
+        store.get_token(&token.token_sha256).await.unwrap(),
+        Some(token.clone())
+    );
+    let events = all_audit(&store).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, kinds::TOKEN_CREATED);
+    assert_eq!(events[0].actor.as_deref(), Some("admin@local"));
+    assert!(!events[0].details_json.contains(&token.token_sha256));
+    // A hash is issued once: a collision is an error, and appends nothing.
+    assert!(store.issue_token(&token, "admin@local").await.is_err());
+    assert_eq!(verify_chain(&store).await, 1);
 }
 
 async fn sessions_insert_get_and_filters(db: &TestDb) {
@@ -1506,6 +1540,549 @@ async fn racing_approvals_never_exceed_a_limit(db: &TestDb) {
     assert_eq!(usage(&store, "target", "db-01").await, 3);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Handoff
+// ---------------------------------------------------------------------------------------------
+
+fn actor_claim(actor: &str, limit: Option<u32>) -> SlotClaim {
+    SlotClaim {
+        scope: "actor".into(),
+        key: actor.into(),
+        limit,
+    }
+}
+
+fn policy_claim(policy: &str, limit: Option<u32>) -> SlotClaim {
+    SlotClaim {
+        scope: "policy".into(),
+        key: policy.into(),
+        limit,
+    }
+}
+
+/// A session of `actor` admitted by `policy` and walked to `active`, holding actor, target and
+/// policy slots.
+async fn live_session(store: &Store, created_ms: i64, actor: &str, policy: &str) -> SessionRecord {
+    let s = session(created_ms, actor, "web-01");
+    store.insert_session(&s, None).await.unwrap();
+    let patch = SessionPatch {
+        account: Some("deploy".into()),
+        policy: Some(policy.into()),
+        ..SessionPatch::default()
+    };
+    let claims = [
+        actor_claim(actor, None),
+        SlotClaim {
+            scope: "target".into(),
+            key: "web-01".into(),
+            limit: None,
+        },
+        policy_claim(policy, None),
+    ];
+    assert_eq!(
+        store
+            .approve_session(s.id, &patch, &[], &claims)
+            .await
+            .unwrap(),
+        Ok(true)
+    );
+    for (from, to) in [
+        (SessionState::Approved, SessionState::Opened),
+        (SessionState::Opened, SessionState::Active),
+    ] {
+        assert!(
+            store
+                .transition_session(s.id, from, to, &SessionPatch::default(), &[])
+                .await
+                .unwrap()
+        );
+    }
+    store.get_session(s.id).await.unwrap().unwrap()
+}
+
+fn offer(s: &SessionRecord, to: &str, requested_ms: i64, ttl_ms: i64) -> NewHandoff {
+    NewHandoff {
+        session: s.id,
+        from_actor: s.actor.clone(),
+        to_principal: to.into(),
+        requested_by: s.actor.clone(),
+        reason: "shift change, incident INC-4412".into(),
+        requested_ms,
+        expires_ms: requested_ms + ttl_ms,
+    }
+}
+
+async fn request(store: &Store, new: &NewHandoff) -> HandoffRequestOutcome {
+    let ev = NewAuditEvent::new(kinds::SESSION_HANDOFF_REQUESTED)
+        .actor(new.requested_by.clone())
+        .session(new.session)
+        .reason(new.reason.clone());
+    store.request_handoff(new, &[ev]).await.unwrap()
+}
+
+fn acceptance(
+    offer_id: &str,
+    s: &SessionRecord,
+    to: &str,
+    policy: &str,
+    claims: Vec<SlotClaim>,
+    now: i64,
+) -> HandoffAcceptance {
+    HandoffAcceptance {
+        handoff_id: offer_id.into(),
+        session: s.id,
+        to_principal: to.into(),
+        to_groups: vec!["oncall".into()],
+        policy: policy.into(),
+        claims,
+        now,
+        audit: vec![
+            NewAuditEvent::new(kinds::SESSION_HANDOFF_ACCEPTED)
+                .actor(to)
+                .session(s.id),
+        ],
+    }
+}
+
+async fn events_of(
+    store: &Store,
+    s: &SessionRecord,
+    kind: &str,
+) -> Vec<wg_domain::audit::AuditEvent> {
+    store
+        .list_audit(&AuditFilter {
+            session: Some(s.id.to_string()),
+            kind: Some(kind.into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+}
+
+fn requested(outcome: HandoffRequestOutcome) -> wg_store::HandoffRecord {
+    match outcome {
+        HandoffRequestOutcome::Requested(h) => h,
+        other => panic!("expected a recorded offer, got {other:?}"),
+    }
+}
+
+async fn handoff_accept_moves_owner_policy_and_slots(db: &TestDb) {
+    let store = db.store().await;
+    let s = live_session(&store, 1_000, "alice@corp", "prod-alice").await;
+    let h = requested(request(&store, &offer(&s, "dan@corp", 10_000, 300_000)).await);
+    assert_eq!(h.state, HandoffState::Pending);
+    assert!(h.id.starts_with("hof_"));
+    let pending = store
+        .list_handoffs(&HandoffFilter {
+            session: Some(s.id),
+            state: Some(HandoffState::Pending),
+            ..HandoffFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending, vec![h.clone()]);
+
+    // One pending offer per session; an offer is made against the owner the caller saw.
+    match request(&store, &offer(&s, "erin@corp", 11_000, 300_000)).await {
+        HandoffRequestOutcome::AlreadyPending(p) => assert_eq!(p.id, h.id),
+        other => panic!("{other:?}"),
+    }
+    let mut stale = offer(&s, "erin@corp", 11_000, 300_000);
+    stale.from_actor = "mallory@corp".into();
+    assert_eq!(
+        request(&store, &stale).await,
+        HandoffRequestOutcome::OwnerChanged("alice@corp".into())
+    );
+
+    // Only the addressee accepts, and only the pending offer.
+    let claims = vec![
+        actor_claim("dan@corp", Some(3)),
+        policy_claim("prod-dan", None),
+    ];
+    let wrong = acceptance(&h.id, &s, "erin@corp", "prod-dan", claims.clone(), 20_000);
+    assert_eq!(
+        store.accept_handoff(&wrong).await.unwrap(),
+        HandoffAcceptOutcome::NotPending
+    );
+    let other_id = acceptance(
+        "hof_0000000000000000",
+        &s,
+        "dan@corp",
+        "prod-dan",
+        claims.clone(),
+        20_000,
+    );
+    assert_eq!(
+        store.accept_handoff(&other_id).await.unwrap(),
+        HandoffAcceptOutcome::NotPending
+    );
+
+    let ok = acceptance(&h.id, &s, "dan@corp", "prod-dan", claims.clone(), 20_000);
+    let HandoffAcceptOutcome::Accepted(done) = store.accept_handoff(&ok).await.unwrap() else {
+        panic!("not accepted");
+    };
+    assert_eq!(done.state, HandoffState::Accepted);
+    assert_eq!(done.decided_ms, Some(20_000));
+    assert_eq!(done.accepted_policy.as_deref(), Some("prod-dan"));
+    let got = store.get_session(s.id).await.unwrap().unwrap();
+    assert_eq!(got.actor, "dan@corp");
+    assert_eq!(got.actor_groups, vec!["oncall".to_owned()]);
+    assert_eq!(got.policy.as_deref(), Some("prod-dan"));
+    assert_eq!(got.state, SessionState::Active, "the state is not touched");
+    assert_eq!(got.account, s.account);
+    assert_eq!(usage(&store, "actor", "alice@corp").await, 0);
+    assert_eq!(usage(&store, "actor", "dan@corp").await, 1);
+    assert_eq!(usage(&store, "policy", "prod-alice").await, 0);
+    assert_eq!(usage(&store, "policy", "prod-dan").await, 1);
+    assert_eq!(usage(&store, "target", "web-01").await, 1);
+    assert_eq!(
+        events_of(&store, &s, kinds::SESSION_HANDOFF_ACCEPTED)
+            .await
+            .len(),
+        1
+    );
+
+    // Accepting again changes nothing.
+    assert_eq!(
+        store.accept_handoff(&ok).await.unwrap(),
+        HandoffAcceptOutcome::NotPending
+    );
+    assert_eq!(usage(&store, "actor", "dan@corp").await, 1);
+
+    // The moved slots are the ones released when the session ends.
+    store
+        .transition_session(
+            s.id,
+            SessionState::Active,
+            SessionState::Closing,
+            &SessionPatch::default(),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(usage(&store, "actor", "dan@corp").await, 0);
+    assert_eq!(usage(&store, "policy", "prod-dan").await, 0);
+    assert_eq!(usage(&store, "target", "web-01").await, 0);
+    assert_eq!(usage(&store, "actor", "alice@corp").await, 0);
+
+    // A handoff back and forth under the same policy moves only the actor slot.
+    let t = live_session(&store, 2_000, "alice@corp", "shared").await;
+    let h = requested(request(&store, &offer(&t, "dan@corp", 30_000, 300_000)).await);
+    let same = acceptance(
+        &h.id,
+        &t,
+        "dan@corp",
+        "shared",
+        vec![actor_claim("dan@corp", None)],
+        31_000,
+    );
+    assert!(matches!(
+        store.accept_handoff(&same).await.unwrap(),
+        HandoffAcceptOutcome::Accepted(_)
+    ));
+    assert_eq!(usage(&store, "policy", "shared").await, 1);
+    assert_eq!(usage(&store, "actor", "dan@corp").await, 1);
+    assert_eq!(usage(&store, "actor", "alice@corp").await, 0);
+    assert_eq!(verify_chain(&store).await, 4);
+}
+
+async fn handoff_accept_after_expiry_is_refused_and_expires_once(db: &TestDb) {
+    let store = db.store().await;
+    let s = live_session(&store, 1_000, "alice@corp", "prod-alice").await;
+    let h = requested(request(&store, &offer(&s, "dan@corp", 10_000, 60_000)).await);
+    // The window is half-open: at `expires_ms` the offer has expired.
+    let claims = vec![
+        actor_claim("dan@corp", None),
+        policy_claim("prod-dan", None),
+    ];
+    let late = acceptance(&h.id, &s, "dan@corp", "prod-dan", claims.clone(), 70_000);
+    let HandoffAcceptOutcome::Expired(expired) = store.accept_handoff(&late).await.unwrap() else {
+        panic!("an accept at the end of the window must be refused as expired");
+    };
+    assert_eq!(expired.state, HandoffState::Expired);
+    assert_eq!(expired.decided_ms, Some(70_000));
+    let got = store.get_session(s.id).await.unwrap().unwrap();
+    assert_eq!(got.actor, "alice@corp", "the owner is unchanged");
+    assert_eq!(got.policy.as_deref(), Some("prod-alice"));
+    assert_eq!(usage(&store, "actor", "alice@corp").await, 1);
+    assert_eq!(usage(&store, "actor", "dan@corp").await, 0);
+    let ev = events_of(&store, &s, kinds::SESSION_HANDOFF_EXPIRED).await;
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].actor.as_deref(), Some("dan@corp"));
+    assert!(
+        events_of(&store, &s, kinds::SESSION_HANDOFF_ACCEPTED)
+            .await
+            .is_empty()
+    );
+
+    // Trying again, or sweeping, expires nothing twice.
+    assert_eq!(
+        store.accept_handoff(&late).await.unwrap(),
+        HandoffAcceptOutcome::NotPending
+    );
+    assert!(
+        store
+            .expire_handoffs(None, 99_000, "system")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        events_of(&store, &s, kinds::SESSION_HANDOFF_EXPIRED)
+            .await
+            .len(),
+        1
+    );
+
+    // A pending offer past its window is expired by the sweep, once, even when sweeps race...
+    let h2 = requested(request(&store, &offer(&s, "dan@corp", 100_000, 1_000)).await);
+    let sweeps: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .expire_handoffs(None, 200_000, "system")
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut swept = Vec::new();
+    for t in sweeps {
+        swept.extend(t.await.unwrap());
+    }
+    assert_eq!(swept.len(), 1);
+    assert_eq!(swept[0].id, h2.id);
+    assert_eq!(
+        events_of(&store, &s, kinds::SESSION_HANDOFF_EXPIRED)
+            .await
+            .len(),
+        2
+    );
+
+    // ... or by a new request, which then takes its place.
+    let h3 = requested(request(&store, &offer(&s, "dan@corp", 300_000, 1_000)).await);
+    let h4 = requested(request(&store, &offer(&s, "erin@corp", 302_000, 60_000)).await);
+    let all = store
+        .list_handoffs(&HandoffFilter {
+            session: Some(s.id),
+            ..HandoffFilter::default()
+        })
+        .await
+        .unwrap();
+    let states: Vec<_> = all.iter().map(|h| (h.id.clone(), h.state)).collect();
+    assert_eq!(
+        states,
+        vec![
+            (h.id.clone(), HandoffState::Expired),
+            (h2.id.clone(), HandoffState::Expired),
+            (h3.id.clone(), HandoffState::Expired),
+            (h4.id.clone(), HandoffState::Pending),
+        ]
+    );
+    let ev = events_of(&store, &s, kinds::SESSION_HANDOFF_EXPIRED).await;
+    assert_eq!(ev.len(), 3);
+    assert_eq!(
+        ev[2].actor.as_deref(),
+        Some("alice@corp"),
+        "noticed by the new request"
+    );
+    assert_eq!(verify_chain(&store).await, 7);
+}
+
+async fn handoff_accept_refused_when_a_scope_of_the_new_owner_is_full(db: &TestDb) {
+    let store = db.store().await;
+    let _dans = live_session(&store, 500, "dan@corp", "prod-dan").await;
+    let s = live_session(&store, 1_000, "alice@corp", "prod-alice").await;
+    let h = requested(request(&store, &offer(&s, "dan@corp", 10_000, 300_000)).await);
+
+    // dan's maxSessionsPerUser is 1 and he holds one session already.
+    let full = acceptance(
+        &h.id,
+        &s,
+        "dan@corp",
+        "prod-dan",
+        vec![
+            actor_claim("dan@corp", Some(1)),
+            policy_claim("prod-dan", None),
+        ],
+        20_000,
+    );
+    assert_eq!(
+        store.accept_handoff(&full).await.unwrap(),
+        HandoffAcceptOutcome::SlotsFull(SlotsFull {
+            scope: "actor".into(),
+            key: "dan@corp".into(),
+            limit: 1
+        })
+    );
+    // The policy admits one session at once: the actor slot moved first is rolled back too.
+    let policy_full = acceptance(
+        &h.id,
+        &s,
+        "dan@corp",
+        "prod-dan",
+        vec![
+            actor_claim("dan@corp", Some(5)),
+            policy_claim("prod-dan", Some(1)),
+        ],
+        20_000,
+    );
+    assert_eq!(
+        store.accept_handoff(&policy_full).await.unwrap(),
+        HandoffAcceptOutcome::SlotsFull(SlotsFull {
+            scope: "policy".into(),
+            key: "prod-dan".into(),
+            limit: 1
+        })
+    );
+    let got = store.get_session(s.id).await.unwrap().unwrap();
+    assert_eq!(got.actor, "alice@corp");
+    assert_eq!(got.policy.as_deref(), Some("prod-alice"));
+    assert_eq!(usage(&store, "actor", "alice@corp").await, 1);
+    assert_eq!(usage(&store, "actor", "dan@corp").await, 1);
+    assert_eq!(usage(&store, "policy", "prod-alice").await, 1);
+    assert_eq!(usage(&store, "policy", "prod-dan").await, 1);
+    assert!(
+        events_of(&store, &s, kinds::SESSION_HANDOFF_ACCEPTED)
+            .await
+            .is_empty()
+    );
+    // The offer is still pending: with room, the same accept goes through.
+    let roomy = acceptance(
+        &h.id,
+        &s,
+        "dan@corp",
+        "prod-dan",
+        vec![
+            actor_claim("dan@corp", Some(2)),
+            policy_claim("prod-dan", Some(2)),
+        ],
+        20_000,
+    );
+    assert!(matches!(
+        store.accept_handoff(&roomy).await.unwrap(),
+        HandoffAcceptOutcome::Accepted(_)
+    ));
+    assert_eq!(usage(&store, "actor", "dan@corp").await, 2);
+    assert_eq!(usage(&store, "actor", "alice@corp").await, 0);
+}
+
+async fn concurrent_handoff_accepts_have_one_winner(db: &TestDb) {
+    let store = db.store().await;
+    for round in 0..3 {
+        let s = live_session(&store, 1_000 + round, "alice@corp", "prod-alice").await;
+        let h = requested(request(&store, &offer(&s, "dan@corp", 10_000, 300_000)).await);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                let a = acceptance(
+                    &h.id,
+                    &s,
+                    "dan@corp",
+                    "prod-dan",
+                    vec![
+                        actor_claim("dan@corp", None),
+                        policy_claim("prod-dan", None),
+                    ],
+                    20_000,
+                );
+                tokio::spawn(async move { store.accept_handoff(&a).await.unwrap() })
+            })
+            .collect();
+        let mut won = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                HandoffAcceptOutcome::Accepted(_) => won += 1,
+                HandoffAcceptOutcome::NotPending => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(won, 1);
+        assert_eq!(
+            events_of(&store, &s, kinds::SESSION_HANDOFF_ACCEPTED)
+                .await
+                .len(),
+            1
+        );
+    }
+    assert_eq!(usage(&store, "actor", "dan@corp").await, 3);
+    assert_eq!(usage(&store, "actor", "alice@corp").await, 0);
+    assert_eq!(usage(&store, "policy", "prod-dan").await, 3);
+    assert_eq!(usage(&store, "policy", "prod-alice").await, 0);
+    verify_chain(&store).await;
+}
+
+async fn handoffs_need_a_live_session_and_end_with_it(db: &TestDb) {
+    let store = db.store().await;
+    // Not yet live: requested.
+    let early = session(1_000, "alice@corp", "web-01");
+    store.insert_session(&early, None).await.unwrap();
+    assert_eq!(
+        request(&store, &offer(&early, "dan@corp", 10_000, 300_000)).await,
+        HandoffRequestOutcome::NotLive
+    );
+    let mut unknown = offer(&early, "dan@corp", 10_000, 300_000);
+    unknown.session = SessionId::generate().unwrap();
+    assert_eq!(
+        request(&store, &unknown).await,
+        HandoffRequestOutcome::NotLive
+    );
+
+    // Detached sessions are live.
+    let s = live_session(&store, 2_000, "alice@corp", "prod-alice").await;
+    store
+        .transition_session(
+            s.id,
+            SessionState::Active,
+            SessionState::Detached,
+            &SessionPatch::default(),
+            &[],
+        )
+        .await
+        .unwrap();
+    let h = requested(request(&store, &offer(&s, "dan@corp", 10_000, 300_000)).await);
+
+    // Ending the session voids the pending offer; a late accept finds no live session.
+    store
+        .transition_session(
+            s.id,
+            SessionState::Detached,
+            SessionState::Closing,
+            &SessionPatch::default(),
+            &[],
+        )
+        .await
+        .unwrap();
+    let got = store
+        .list_handoffs(&HandoffFilter {
+            to_principal: Some("dan@corp".into()),
+            ..HandoffFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, h.id);
+    assert_eq!(got[0].state, HandoffState::Cancelled);
+    let a = acceptance(
+        &h.id,
+        &s,
+        "dan@corp",
+        "prod-dan",
+        vec![actor_claim("dan@corp", None)],
+        20_000,
+    );
+    assert_eq!(
+        store.accept_handoff(&a).await.unwrap(),
+        HandoffAcceptOutcome::NotLive
+    );
+    assert_eq!(
+        store.get_session(s.id).await.unwrap().unwrap().actor,
+        "alice@corp"
+    );
+    assert_eq!(usage(&store, "actor", "dan@corp").await, 0);
+}
+
 #[test]
 fn database_names_are_replaced_in_urls() {
     assert_eq!(
@@ -1566,4 +2143,36 @@ fn public_futures_are_send(store: &Store, id: SessionId, r: &SessionRecord, e: &
     send(store.append_audit(e));
     send(store.list_audit(&AuditFilter::default()));
     send(store.audit_head());
+    send(store.issue_token(
+        &TokenRecord {
+            token_sha256: String::new(),
+            principal: String::new(),
+            created_ms: 0,
+        },
+        "a",
+    ));
+    send(store.request_handoff(
+        &NewHandoff {
+            session: id,
+            from_actor: String::new(),
+            to_principal: String::new(),
+            requested_by: String::new(),
+            reason: String::new(),
+            requested_ms: 0,
+            expires_ms: 0,
+        },
+        &[],
+    ));
+    send(store.accept_handoff(&HandoffAcceptance {
+        handoff_id: String::new(),
+        session: id,
+        to_principal: String::new(),
+        to_groups: Vec::new(),
+        policy: String::new(),
+        claims: Vec::new(),
+        now: 0,
+        audit: Vec::new(),
+    }));
+    send(store.expire_handoffs(Some(id), 0, "a"));
+    send(store.list_handoffs(&HandoffFilter::default()));
 }

@@ -366,6 +366,19 @@ recording: full
         c
     }
 
+    /// An interactive shell on a PTY (`ssh -tt`) through the gateway as `login` with `key`, fed
+    /// through stdin ([`type_line`]), its output going to the file `out` and its stderr to
+    /// `out` + `.err`.
+    pub fn shell(&self, key: &str, login: &str, out: &Path) -> Child {
+        let err = out.with_extension("err");
+        self.ssh(key, login, &["-tt"])
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(out).unwrap())
+            .stderr(std::fs::File::create(err).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
     /// ssh options as one string, for scp/sftp/rsync `-e`/`-o` use.
     pub fn ssh_opts(&self, key: &str) -> Vec<String> {
         vec![
@@ -454,6 +467,29 @@ recording: full
             .filter(|l| !l.trim().is_empty())
             .count()
     }
+}
+
+/// Types one line into an interactive client's stdin.
+pub fn type_line(client: &mut Child, line: &str) {
+    use std::io::Write;
+    let stdin = client.stdin.as_mut().unwrap();
+    stdin.write_all(line.as_bytes()).unwrap();
+    stdin.write_all(b"\n").unwrap();
+    stdin.flush().unwrap();
+}
+
+/// Waits (up to 10 s) for `marker` in a client's output file and returns the output.
+pub fn wait_output(out: &Path, marker: &str) -> String {
+    let mut text = String::new();
+    wait_until(
+        &format!("{marker:?} in the output"),
+        Duration::from_secs(10),
+        || {
+            text = read(out);
+            text.contains(marker)
+        },
+    );
+    text
 }
 
 impl Drop for Rig {

@@ -13,6 +13,7 @@ mod limits;
 mod recording;
 mod resources;
 mod session;
+mod token;
 mod vault;
 
 /// Runs one parsed command against the control plane.
@@ -26,6 +27,7 @@ pub(crate) async fn run(client: &ApiClient, command: Command) -> Result<u8, CliE
         Command::Recording(cmd) => recording::run(client, cmd).await,
         Command::Audit(cmd) => audit::run(client, cmd).await,
         Command::Limits(cmd) => limits::run(client, cmd).await,
+        Command::Token(cmd) => token::run(client, cmd).await,
     }
 }
 

@@ -1,10 +1,16 @@
-//! `wgctl session list | show | terminate`.
+//! `wgctl session list | show | terminate | handoff | accept | attach`.
 
 use reqwest::Method;
-use wg_domain::api::{SessionList, SessionView, TerminateRequest, TerminateResponse};
+use wg_domain::api::{
+    HandoffRequest, HandoffView, SessionList, SessionView, TerminateRequest, TerminateResponse,
+    WhoAmI,
+};
 
 use super::emit;
-use crate::cli::{ListFormat, SessionCmd, SessionListArgs, ShowFormat, TerminateArgs};
+use crate::cli::{
+    AttachArgs, HandoffArgs, ListFormat, SessionCmd, SessionListArgs, ShowFormat, SshAddr,
+    TerminateArgs,
+};
 use crate::client::{ApiClient, api_path};
 use crate::error::{CliError, exit};
 use crate::render;
@@ -21,7 +27,89 @@ pub(super) async fn run(client: &ApiClient, cmd: SessionCmd) -> Result<u8, CliEr
             Ok(exit::OK)
         }
         SessionCmd::Terminate(args) => terminate(client, args).await,
+        SessionCmd::Handoff(args) => handoff(client, args).await,
+        SessionCmd::Accept(args) => {
+            let view: HandoffView = client
+                .send(
+                    Method::POST,
+                    &api_path(&["sessions", &args.id, "accept"]),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            emit(&render::handoff_accepted(&view, &args.ssh_addr))?;
+            Ok(exit::OK)
+        }
+        SessionCmd::Attach(args) => attach(client, args).await,
     }
+}
+
+async fn handoff(client: &ApiClient, args: HandoffArgs) -> Result<u8, CliError> {
+    let body = HandoffRequest {
+        to: args.to,
+        reason: args.reason,
+        ttl_seconds: args.ttl.map(|d| d.as_secs()),
+    };
+    let view: HandoffView = client
+        .send(
+            Method::POST,
+            &api_path(&["sessions", &args.id, "handoff"]),
+            &body,
+        )
+        .await?;
+    emit(&render::handoff_requested(&view))?;
+    Ok(exit::OK)
+}
+
+/// The ssh command line that attaches `principal` to session `id` through the gateway at
+/// `addr`: `ssh -t -p PORT [EXTRA…] PRINCIPAL:ID@HOST`.
+pub(super) fn attach_argv(
+    principal: &str,
+    id: &str,
+    addr: &SshAddr,
+    extra: &[String],
+) -> Vec<String> {
+    let mut argv = vec![
+        "ssh".to_owned(),
+        "-t".to_owned(),
+        "-p".to_owned(),
+        addr.port.to_string(),
+    ];
+    argv.extend(extra.iter().cloned());
+    argv.push(format!("{principal}:{id}@{}", addr.host));
+    argv
+}
+
+async fn attach(client: &ApiClient, args: AttachArgs) -> Result<u8, CliError> {
+    let me: WhoAmI = client.get(&api_path(&["whoami"]), &[]).await?;
+    let argv = attach_argv(&me.principal, &args.id, &args.ssh_addr, &args.ssh_args);
+    run_ssh(&argv)
+}
+
+/// Replaces this process with ssh (its exit status becomes ours).
+#[cfg(unix)]
+fn run_ssh(argv: &[String]) -> Result<u8, CliError> {
+    use std::os::unix::process::CommandExt;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| CliError::Failed("empty ssh command".into()))?;
+    let err = std::process::Command::new(program).args(args).exec();
+    Err(CliError::Failed(format!("cannot run {program}: {err}")))
+}
+
+/// Runs ssh and passes its exit status on.
+#[cfg(not(unix))]
+fn run_ssh(argv: &[String]) -> Result<u8, CliError> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| CliError::Failed("empty ssh command".into()))?;
+    let status = std::process::Command::new(program)
+        .args(args)
+        .status()
+        .map_err(|e| CliError::Failed(format!("cannot run {program}: {e}")))?;
+    Ok(status
+        .code()
+        .and_then(|c| u8::try_from(c).ok())
+        .unwrap_or(exit::FAILURE))
 }
 
 async fn list(client: &ApiClient, args: SessionListArgs) -> Result<u8, CliError> {
@@ -119,6 +207,37 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
+
+    #[test]
+    fn attach_runs_ssh_with_the_owner_and_session_in_the_login_name() {
+        let cli = Cli::try_parse_from([
+            "wgctl",
+            "session",
+            "attach",
+            "sess_a91c7f20bb48",
+            "--ssh-addr",
+            "gw.example:2222",
+            "--",
+            "-i",
+            "key",
+        ])
+        .unwrap();
+        let Command::Session(SessionCmd::Attach(args)) = cli.command else {
+            panic!("expected attach");
+        };
+        assert_eq!(
+            attach_argv("dan@corp", &args.id, &args.ssh_addr, &args.ssh_args),
+            [
+                "ssh",
+                "-t",
+                "-p",
+                "2222",
+                "-i",
+                "key",
+                "dan@corp:sess_a91c7f20bb48@gw.example"
+            ]
+        );
+    }
 
     #[test]
     fn terminate_without_id_is_a_clear_usage_error() {

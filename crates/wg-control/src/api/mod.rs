@@ -1,11 +1,13 @@
 //! The REST API (`/api/v1`), with its OpenAPI document at `/api/v1/openapi.json`.
 //!
 //! Every route is authenticated with a bearer token, and its authorisation is part of its type:
-//! a handler takes a [`Caller<R>`] whose role marker `R` says the least role allowed (see
-//! [`auth`]), so a route without an authorisation decision does not compile. Errors are returned
+//! a handler takes a [`Caller<R>`] whose role marker `R` says the least role allowed, or an
+//! [`Authenticated`] principal of any role when the handler decides itself (see [`auth`]), so a
+//! route without an authorisation decision does not compile. Errors are returned
 //! as [`wg_domain::ErrorBody`] JSON with the status of [`wg_domain::ErrorCode::http_status`].
 
 mod auth;
+mod identity;
 mod openapi;
 mod resources;
 mod sessions;
@@ -17,7 +19,7 @@ use axum::routing::{get, post, put};
 
 use crate::{ControlError, ControlPlane};
 
-pub use auth::{Admin, Auditor, Caller, MinRole, Operator};
+pub use auth::{Admin, Auditor, Authenticated, Caller, MinRole, Operator};
 pub use openapi::spec;
 
 /// Shared state of the handlers.
@@ -60,6 +62,10 @@ pub fn router(control: ControlPlane) -> Router {
         )
         .route("/api/v1/sessions/{id}", get(sessions::show))
         .route("/api/v1/sessions/{id}/terminate", post(sessions::terminate))
+        .route("/api/v1/sessions/{id}/handoff", post(sessions::handoff))
+        .route("/api/v1/sessions/{id}/accept", post(sessions::accept))
+        .route("/api/v1/whoami", get(identity::whoami))
+        .route("/api/v1/tokens", post(identity::create_token))
         .route(
             "/api/v1/recordings/{id}/verify",
             get(sessions::recording_verify),

@@ -4,13 +4,15 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{resources, sessions};
+use super::{identity, resources, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Wardengate API", description = "Sessions, resources, vault, recordings and audit."),
     paths(
-        sessions::list, sessions::show, sessions::terminate, sessions::terminate_matching, sessions::recording_verify,
+        sessions::list, sessions::show, sessions::terminate, sessions::terminate_matching,
+        sessions::handoff, sessions::accept, identity::whoami, identity::create_token,
+        sessions::recording_verify,
         sessions::recording_stream, sessions::audit_list, sessions::audit_verify,
         resources::apply, resources::list, resources::show, resources::delete,
         resources::vault_list, resources::vault_put, resources::limits_usage,

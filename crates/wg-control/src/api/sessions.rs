@@ -7,12 +7,12 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use wg_domain::api::{
-    AuditList, AuditVerify, RecordingVerify, SessionList, SessionView, TerminateRequest,
-    TerminateResponse,
+    AuditList, AuditVerify, HandoffRequest, HandoffView, RecordingVerify, SessionList, SessionView,
+    TerminateRequest, TerminateResponse,
 };
 use wg_domain::lifecycle::SessionState;
 
-use super::auth::{Auditor, Caller, Operator};
+use super::auth::{Auditor, Authenticated, Caller, Operator};
 use super::{ApiError, ApiResult, ApiState, json_body};
 use crate::{ControlError, SessionQuery};
 
@@ -103,6 +103,50 @@ pub(crate) async fn terminate(
         st.control
             .terminate(&id, &req.reason, &caller.principal)
             .await?,
+    ))
+}
+
+/// Offer a live session to another principal, who must accept within the TTL (default 5 min,
+/// at most 1 h). Allowed to the session's owner and to operators; the incoming owner must hold a
+/// policy permitting the session's target, account and protocol. One offer per session is
+/// pending at a time (409 while one is).
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/handoff", request_body = HandoffRequest,
+    params(("id" = String, Path, description = "sess_ ID")),
+    responses((status = 200, body = HandoffView), (status = 400, body = wg_domain::ErrorBody),
+        (status = 403, body = wg_domain::ErrorBody), (status = 404, body = wg_domain::ErrorBody),
+        (status = 409, body = wg_domain::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn handoff(
+    caller: Authenticated,
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<HandoffView>> {
+    let req: HandoffRequest = json_body(&body, "handoff")?;
+    Ok(Json(
+        st.control
+            .request_handoff(&caller.principal, caller.role, &id, &req)
+            .await?,
+    ))
+}
+
+/// Accept the pending handoff of a session to the calling principal, which becomes the owner.
+/// Refused with 410 `handoff_expired` after the window, 403 `policy_denied` when the caller no
+/// longer holds a permitting policy, 429 `concurrency_limit` when one of its scopes is full; the
+/// owner is unchanged then. No request body.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/accept",
+    params(("id" = String, Path, description = "sess_ ID")),
+    responses((status = 200, body = HandoffView), (status = 403, body = wg_domain::ErrorBody),
+        (status = 404, body = wg_domain::ErrorBody), (status = 409, body = wg_domain::ErrorBody),
+        (status = 410, body = wg_domain::ErrorBody), (status = 429, body = wg_domain::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn accept(
+    caller: Authenticated,
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<HandoffView>> {
+    Ok(Json(
+        st.control.accept_handoff(&caller.principal, &id).await?,
     ))
 }
 

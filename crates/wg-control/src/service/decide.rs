@@ -7,8 +7,10 @@ use wg_domain::time::now_millis;
 use wg_domain::{ErrorCode, SessionId};
 
 use super::*;
-use wg_domain::resources::{Kind, Resource};
-use wg_store::{SlotClaim, SlotsFull};
+use wg_domain::resources::{Kind, ReconnectMode, Resource};
+use wg_store::SlotClaim;
+
+use super::access::concurrency_error;
 
 use crate::ControlError;
 
@@ -29,6 +31,24 @@ impl ControlPlane {
                 .map_err(|e: wg_domain::lifecycle::UnknownName| {
                     deny(ControlError::bad_request(e.to_string()))
                 })?;
+        // `ACTOR:sess_…`: the owner takes over the terminal of a live session (after a handoff).
+        if let Ok(sid) = ask.target.parse::<SessionId>() {
+            return self.attach(sid, &ask, protocol).await;
+        }
+        // A session of this actor that lost its client leg waits for it (seed, "Reconnect
+        // behavior"): `resume` re-attaches it; `reauth` supersedes it with a new session.
+        let mut superseded = None;
+        if let Some(prev) = self.detached_for(&ask, protocol).await.map_err(deny)? {
+            match self.reconnect_of(&prev).await.map_err(deny)?.mode {
+                ReconnectMode::Resume => {
+                    if let Some(admitted) = self.resume(&prev, &ask, protocol).await? {
+                        return Ok(admitted);
+                    }
+                }
+                ReconnectMode::Reauth => superseded = Some(prev),
+                ReconnectMode::Strict => {}
+            }
+        }
         let id = SessionId::generate().map_err(|e| deny(ControlError::internal(e.to_string())))?;
         let groups = self.actor_groups(&ask.actor).await.map_err(deny)?;
         let now = now_millis();
@@ -90,7 +110,14 @@ impl ControlPlane {
             .map_err(|e| deny(e.into()))?;
 
         match self.decide(&ask, &groups, target, protocol).await {
-            Ok((admission, t)) => self.approve(id, &ask, admission, t).await,
+            Ok((admission, t)) => {
+                // Every policy condition (MFA included) held for the new session: the detached
+                // one it replaces is sealed and closed first, which frees its slots.
+                if let Some(prev) = superseded {
+                    self.supersede(&prev, id).await;
+                }
+                self.approve(id, &ask, admission, t).await
+            }
             Err(error) => {
                 self.close_denied(id, SessionState::Requested, &ask.actor, &error)
                     .await;
@@ -102,7 +129,7 @@ impl ControlPlane {
         }
     }
 
-    async fn decide(
+    pub(super) async fn decide(
         &self,
         ask: &SessionAsk,
         groups: &[String],
@@ -115,34 +142,15 @@ impl ControlPlane {
                 format!("unknown target {:?}", ask.target),
             ));
         };
-        let policies: Vec<_> = self
-            .inner
-            .store
-            .list_resources(Kind::Policy)
-            .await?
-            .into_iter()
-            .filter_map(|r| match r {
-                Resource::Policy(p) => Some(p),
-                _ => None,
-            })
-            .collect();
-        let admission = policy::evaluate(
-            AccessRequest {
-                subject: Subject {
-                    name: &ask.actor,
-                    groups,
-                },
-                target: &target,
+        let admission = self
+            .permitting_policy(
+                &ask.actor,
+                groups,
+                &target,
                 protocol,
-                account: ask.account.as_deref(),
-            },
-            &policies,
-        )
-        .map_err(|d| {
-            let mut e = ControlError::new(ErrorCode::PolicyDenied, d.to_string());
-            e.0.target = Some(target.name.clone());
-            e
-        })?;
+                ask.account.as_deref(),
+            )
+            .await?;
         Ok((admission, target))
     }
 
@@ -283,12 +291,15 @@ impl ControlPlane {
             target_address: target.address.clone(),
             host_key: target.host_key.clone(),
             account: admission.account,
-            credential,
+            credential: Some(credential),
             recording_mode: admission.recording.as_str().into(),
             idle_timeout: admission.idle_timeout,
             idle_grace: admission.idle_grace,
             policy: admission.policy,
             forward_local: admission.forward_local,
+            attach: false,
+            reconnect: admission.reconnect,
+            owner: ask.actor.clone(),
         })
     }
 
@@ -304,35 +315,19 @@ impl ControlPlane {
     ) -> Result<Vec<SlotClaim>, ControlError> {
         let store = &self.inner.store;
         let defaults = match store.get_resource(Kind::Limits, "default").await? {
-            Some(Resource::Limits(l)) => l,
-            _ => wg_domain::resources::Limits {
-                name: "default".into(),
-                max_sessions_per_user: None,
-                max_sessions_per_target: None,
-            },
-        };
-        let own = match store.get_resource(Kind::User, &ask.actor).await? {
-            Some(Resource::User(u)) => u.max_sessions_per_user,
-            _ => match store
-                .get_resource(Kind::ServicePrincipal, &ask.actor)
-                .await?
-            {
-                Some(Resource::ServicePrincipal(s)) => s.max_sessions_per_user,
-                _ => None,
-            },
+            Some(Resource::Limits(l)) => l.max_sessions_per_target,
+            _ => None,
         };
         Ok(vec![
             SlotClaim {
                 scope: "actor".into(),
                 key: ask.actor.clone(),
-                limit: own.or(defaults.max_sessions_per_user),
+                limit: self.actor_session_limit(&ask.actor).await?,
             },
             SlotClaim {
                 scope: "target".into(),
                 key: target.name.clone(),
-                limit: target
-                    .max_sessions_per_target
-                    .or(defaults.max_sessions_per_target),
+                limit: target.max_sessions_per_target.or(defaults),
             },
             SlotClaim {
                 scope: "policy".into(),
@@ -350,31 +345,3 @@ impl ControlPlane {
 
 /// How long an attempt waits for a slot that is being freed before it is refused.
 const SLOT_WAIT: Duration = Duration::from_secs(1);
-
-/// The structured denial of a full scope, e.g.
-/// `{"error":"concurrency_limit","scope":"target","limit":5,"target":"web-01.prod"}`.
-fn concurrency_error(full: &SlotsFull, target: &str) -> ControlError {
-    let what = match full.scope.as_str() {
-        "actor" => format!(
-            "{} already has {} live sessions (maxSessionsPerUser)",
-            full.key, full.limit
-        ),
-        "target" => format!(
-            "target at capacity: {} has {} live sessions (maxSessionsPerTarget)",
-            full.key, full.limit
-        ),
-        "policy" => format!(
-            "policy {} admits {} live sessions at once (concurrency.max)",
-            full.key, full.limit
-        ),
-        _ => format!(
-            "gateway {} is at capacity: {} live sessions (gateway.maxActive)",
-            full.key, full.limit
-        ),
-    };
-    let mut e = ControlError::new(ErrorCode::ConcurrencyLimit, what);
-    e.0.scope = Some(full.scope.clone());
-    e.0.limit = Some(full.limit);
-    e.0.target = Some(target.to_owned());
-    e
-}

@@ -1,12 +1,18 @@
 //! [`ControlPlane`]: the one place where access decisions are made and where session records
 //! change state. Split by responsibility: [`decide`] (access decisions), [`report`] (gateway
-//! reports), [`operate`] (operator actions on sessions), [`admin`] (resources, vault, audit,
-//! recordings).
+//! reports), [`operate`] (operator actions on sessions), [`handoff`] (ownership handoff),
+//! [`admin`] (resources, vault, audit, recordings), [`access`] (the policy and limit checks
+//! shared by whatever makes a principal a session's owner).
 
+mod access;
 mod admin;
 mod decide;
+mod handoff;
 mod operate;
+mod reconnect;
 mod report;
+
+pub use handoff::SessionOwner;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +21,7 @@ use std::time::Duration;
 use wg_domain::SessionId;
 use wg_domain::api::{
     AppliedResource, AuditEventView, AuditVerify, RecordingVerify, SealInfo, SessionView,
-    TerminateResponse, VaultEntry,
+    TerminateResponse, TokenCreated, VaultEntry,
 };
 use wg_domain::audit::ChainVerifier;
 use wg_domain::lifecycle::{EndReason, SessionState};
@@ -79,8 +85,8 @@ pub struct Admitted {
     pub host_key: Option<String>,
     /// Account to inject.
     pub account: String,
-    /// Its credential.
-    pub credential: Secret,
+    /// Its credential (`None` for an attach: the target leg is already open).
+    pub credential: Option<Secret>,
     /// Recording mode.
     pub recording_mode: String,
     /// Idle timeout.
@@ -91,6 +97,13 @@ pub struct Admitted {
     pub policy: String,
     /// Allowed local forward destinations (`HOST:PORT` rules).
     pub forward_local: Vec<String>,
+    /// The connection takes over the terminal of a session already live on the asking gateway
+    /// (a `resume` by its owner, or the new owner after a handoff).
+    pub attach: bool,
+    /// The policy's reconnect behaviour and its grace.
+    pub reconnect: wg_domain::resources::Reconnect,
+    /// The session's owner (the actor whose policy applies).
+    pub owner: String,
 }
 
 /// A denied attempt: the session record (closed as `denied`) if one was created, and the error.
@@ -233,10 +246,7 @@ impl ControlPlane {
             role: Some(Role::Admin),
         });
         user.validate().map_err(ControlError::bad_request)?;
-        let token = format!(
-            "wgt_{}",
-            wg_domain::ids::random_hex(24).map_err(|e| ControlError::internal(e.to_string()))?
-        );
+        let token = new_api_token()?;
         store
             .put_token(&wg_store::TokenRecord {
                 token_sha256: sha256_hex(token.as_bytes()),
@@ -246,6 +256,48 @@ impl ControlPlane {
             .await?;
         store.apply_resources(&[user], "system").await?;
         Ok(Some(token))
+    }
+
+    /// Issues an API token for the existing user or service principal `principal` (e.g. so that
+    /// a plain user can accept a handoff) and writes `token.created` (actor = `by`). Only the
+    /// token's SHA-256 is stored; the token is returned to be shown once.
+    ///
+    /// # Errors
+    /// `bad_request` for a blank name, `not_found` when no such principal exists, store failures.
+    pub async fn create_token(
+        &self,
+        principal: &str,
+        by: &str,
+    ) -> Result<TokenCreated, ControlError> {
+        let principal = principal.trim();
+        if principal.is_empty() {
+            return Err(ControlError::bad_request(
+                "name the principal: {\"principal\": \"dan@corp\"}",
+            ));
+        }
+        if self.principal_groups(principal).await?.is_none() {
+            return Err(ControlError::not_found(format!(
+                "no user or service principal named {principal:?}"
+            )));
+        }
+        let token = new_api_token()?;
+        let now = now_millis();
+        self.inner
+            .store
+            .issue_token(
+                &wg_store::TokenRecord {
+                    token_sha256: sha256_hex(token.as_bytes()),
+                    principal: principal.to_owned(),
+                    created_ms: now,
+                },
+                by,
+            )
+            .await?;
+        Ok(TokenCreated {
+            principal: principal.to_owned(),
+            token,
+            created_at: rfc3339(now),
+        })
     }
 
     /// Resolves a bearer token to `(principal, role)`; `None` for unknown tokens.
@@ -314,20 +366,7 @@ impl ControlPlane {
     }
 
     async fn actor_groups(&self, actor: &str) -> Result<Vec<String>, ControlError> {
-        Ok(
-            match self.inner.store.get_resource(Kind::User, actor).await? {
-                Some(Resource::User(u)) => u.groups,
-                _ => match self
-                    .inner
-                    .store
-                    .get_resource(Kind::ServicePrincipal, actor)
-                    .await?
-                {
-                    Some(Resource::ServicePrincipal(s)) => s.groups,
-                    _ => Vec::new(),
-                },
-            },
-        )
+        Ok(self.principal_groups(actor).await?.unwrap_or_default())
     }
 }
 
@@ -351,6 +390,14 @@ fn already_closed(r: &SessionRecord) -> TerminateResponse {
         end_reason: r.end_reason,
         recording,
     }
+}
+
+/// A fresh API bearer token: `wgt_` + 48 hex characters from the OS CSPRNG.
+fn new_api_token() -> Result<String, ControlError> {
+    Ok(format!(
+        "wgt_{}",
+        wg_domain::ids::random_hex(24).map_err(|e| ControlError::internal(e.to_string()))?
+    ))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

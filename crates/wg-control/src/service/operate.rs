@@ -8,6 +8,7 @@ use wg_domain::time::now_millis;
 
 use super::*;
 use crate::ControlError;
+use crate::views::handoff_view;
 
 impl ControlPlane {
     // ------------------------------------------------------------------ operator actions
@@ -29,13 +30,17 @@ impl ControlPlane {
                 .map(|d| now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             limit: None,
         };
-        Ok(self
-            .inner
-            .store
-            .list_sessions(&filter)
-            .await?
+        let records = self.inner.store.list_sessions(&filter).await?;
+        let mut pending = self.pending_handoffs(None).await?;
+        Ok(records
             .iter()
-            .map(|r| session_view(r, now))
+            .map(|r| {
+                let mut view = session_view(r, now);
+                if let Some(i) = pending.iter().position(|h| h.session == r.id) {
+                    view.handoff = Some(handoff_view(&pending.swap_remove(i)));
+                }
+                view
+            })
             .collect())
     }
 
@@ -51,7 +56,13 @@ impl ControlPlane {
             .get_session(id)
             .await?
             .ok_or_else(|| ControlError::not_found(format!("no session {id}")))?;
-        Ok(session_view(&r, now_millis()))
+        let mut view = session_view(&r, now_millis());
+        view.handoff = self
+            .pending_handoffs(Some(id))
+            .await?
+            .first()
+            .map(handoff_view);
+        Ok(view)
     }
 
     /// Forcibly terminates a session: a `session.terminated` event with the operator and reason,
@@ -82,7 +93,7 @@ impl ControlPlane {
         req: &wg_domain::api::BulkTerminateRequest,
         operator: &str,
     ) -> Result<wg_domain::api::BulkTerminateResponse, ControlError> {
-        let reason = validate_reason(&req.reason)?;
+        let reason = validate_reason(&req.reason, "a forced termination")?;
         let nonempty = |v: &Option<String>| {
             v.as_ref()
                 .map(|s| s.trim().to_owned())
@@ -185,7 +196,7 @@ impl ControlPlane {
         operator: &str,
         bulk: Option<&str>,
     ) -> Result<TerminateResponse, ControlError> {
-        let reason = validate_reason(reason)?;
+        let reason = validate_reason(reason, "a forced termination")?;
         let id = parse_session_id(id)?;
         let store = &self.inner.store;
         let terminated_ev = || {
@@ -258,6 +269,7 @@ impl ControlPlane {
                     session_id: id.to_string(),
                     reason: reason.to_owned(),
                     operator: operator.to_owned(),
+                    end_reason: String::new(),
                 }),
                 self.inner.config.terminate_timeout,
             )
@@ -275,7 +287,7 @@ impl ControlPlane {
     }
 
     /// Waits (up to the terminate timeout) for a closing session to be reported closed.
-    async fn await_closed(
+    pub(super) async fn await_closed(
         &self,
         id: SessionId,
         won: bool,
@@ -300,17 +312,18 @@ impl ControlPlane {
     }
 }
 
-/// Longest termination reason accepted, in characters.
+/// Longest reason accepted, in characters.
 const MAX_REASON_CHARS: usize = 1024;
 
-/// A termination reason: required, at most 1024 characters, no control characters (it is shown
-/// on the user's terminal and stored in the audit log).
-fn validate_reason(reason: &str) -> Result<&str, ControlError> {
+/// The reason of an operator action (a termination, a handoff): required, at most 1024
+/// characters, no control characters (it is shown on users' terminals and stored in the audit
+/// log). `action` names the action in the error, e.g. `a forced termination`.
+pub(super) fn validate_reason<'a>(reason: &'a str, action: &str) -> Result<&'a str, ControlError> {
     let reason = reason.trim();
     if reason.is_empty() {
-        return Err(ControlError::bad_request(
-            "a reason is required for a forced termination",
-        ));
+        return Err(ControlError::bad_request(format!(
+            "a reason is required for {action}"
+        )));
     }
     if reason.chars().count() > MAX_REASON_CHARS {
         return Err(ControlError::bad_request(format!(

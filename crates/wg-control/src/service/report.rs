@@ -156,6 +156,22 @@ impl ControlPlane {
                     "detail": report.end_detail,
                 })));
             }
+            SessionState::Detached => {
+                let mut details = json!({});
+                if let Some(name) = &cur.policy
+                    && let Some(wg_domain::resources::Resource::Policy(p)) = self
+                        .inner
+                        .store
+                        .get_resource(wg_domain::resources::Kind::Policy, name)
+                        .await?
+                {
+                    details = json!({
+                        "reconnect_mode": p.reconnect.mode.as_str(),
+                        "grace": wg_domain::time::format_duration(p.reconnect.grace),
+                    });
+                }
+                events.push(ev(kinds::SESSION_DETACHED).details(details));
+            }
             SessionState::Requested
             | SessionState::Approved
             | SessionState::Active

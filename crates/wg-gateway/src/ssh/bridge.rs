@@ -20,11 +20,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use russh::server::Handle as ServerHandle;
-use russh::{ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wg_recording::{Frame, Header, Recorder, RecorderConfig};
 
+use super::console::{ClientSide, Leg};
 use super::tap::{Direction, Tap, Tapped};
 use crate::runtime::{KillInfo, LiveSession};
 
@@ -38,6 +39,8 @@ pub(crate) struct BridgeCtx {
     pub(crate) exit_status: Arc<std::sync::Mutex<Option<i32>>>,
     /// The signal that killed the remote command, if one did (e.g. `TERM`).
     pub(crate) exit_signal: Arc<std::sync::Mutex<Option<String>>>,
+    /// The session's console (its PTY shell channel), once one is running.
+    pub(crate) console: Arc<std::sync::OnceLock<Arc<ClientSide>>>,
 }
 
 impl BridgeCtx {
@@ -115,6 +118,11 @@ pub(crate) struct ChannelPair {
     replies: mpsc::Receiver<bool>,
     subsystem: Arc<AtomicBool>,
     pty: Arc<AtomicBool>,
+    /// The channel's client side (its screen model follows the PTY size).
+    side: Arc<ClientSide>,
+    /// The client channel took over the session's running console: its shell is already
+    /// running, so pty-req becomes a window change and shell is answered here.
+    attached: bool,
 }
 
 /// What the relay tasks of one channel share with its [`ChannelPair`].
@@ -152,6 +160,9 @@ impl ChannelPair {
     /// Forwards a request that expects an answer and returns the target's answer (`false` on
     /// failure, timeout, or when the session's mandatory recording cannot start).
     pub(crate) async fn request(&mut self, req: Request) -> bool {
+        if self.attached {
+            return self.request_attached(req).await;
+        }
         let ctx = &self.ctx;
         let sent = match req {
             Request::Pty {
@@ -163,6 +174,7 @@ impl ChannelPair {
                 modes,
             } => {
                 ctx.live.set_pty(&term, cols, rows);
+                self.side.start_screen(cols, rows);
                 let sent = self
                     .target
                     .request_pty(true, &term, cols, rows, pix_width, pix_height, &modes)
@@ -178,7 +190,16 @@ impl ChannelPair {
                 if !start_recording(ctx).await {
                     return false;
                 }
-                self.target.request_shell(true).await
+                if self.target.request_shell(true).await.is_err() {
+                    return false;
+                }
+                let granted = self.reply().await;
+                // The first interactive shell on a terminal is the session's console: the one
+                // that a resume or a handoff re-attaches.
+                if granted && self.pty.load(Ordering::Relaxed) {
+                    let _ = self.ctx.console.set(self.side.clone());
+                }
+                return granted;
             }
             Request::Exec(command) => {
                 if !start_recording(ctx).await {
@@ -207,6 +228,19 @@ impl ChannelPair {
         self.reply().await
     }
 
+    /// Answers a request on a channel attached to the running console: the terminal is
+    /// resized to the new client's, the shell is already there, and nothing else can run on it.
+    async fn request_attached(&mut self, req: Request) -> bool {
+        match req {
+            Request::Pty { cols, rows, .. } => {
+                self.window_change(cols, rows, 0, 0).await;
+                true
+            }
+            Request::Shell => true,
+            Request::Exec(_) | Request::Subsystem(_) => false,
+        }
+    }
+
     /// The target's answer to the last forwarded request (`false` on timeout).
     async fn reply(&mut self) -> bool {
         matches!(
@@ -215,8 +249,12 @@ impl ChannelPair {
         )
     }
 
-    /// Forwards an environment variable (no reply, as OpenSSH sends it).
+    /// Forwards an environment variable (no reply, as OpenSSH sends it); not to a running
+    /// console, whose environment is the shell's.
     pub(crate) async fn env(&self, name: &str, value: &str) {
+        if self.attached {
+            return;
+        }
         let _ = self.target.set_env(false, name, value).await;
     }
 
@@ -229,6 +267,7 @@ impl ChannelPair {
         pix_height: u32,
     ) {
         self.ctx.live.resize(cols, rows);
+        self.side.resize(cols, rows);
         self.ctx.record(Frame::Resize { cols, rows }).await;
         let _ = self
             .target
@@ -243,32 +282,38 @@ impl ChannelPair {
 }
 
 /// Starts the two relay tasks of a channel pair; returns the handler's side and the tasks.
-/// An `opaque` channel (a port forward) is relayed but its bytes are not recorded.
+/// An `opaque` channel (a port forward) is relayed but its bytes are not recorded. `leg` is the
+/// client end: its connection's release token and number.
 pub(crate) fn spawn(
     ctx: BridgeCtx,
     client: russh::Channel<russh::server::Msg>,
     target: russh::Channel<russh::client::Msg>,
     opaque: bool,
+    leg: (CancellationToken, u64),
 ) -> (ChannelPair, [tokio::task::JoinHandle<()>; 2]) {
-    let client_id = client.id();
     let (client_rx, client_tx) = client.split();
     let (target_rx, target_tx) = target.split();
     let target_tx = Arc::new(target_tx);
     let flags = Flags::default();
     flags.subsystem.store(opaque, Ordering::Relaxed);
+    let conn = leg.1;
+    let side = ClientSide::new(
+        Leg::new(client_tx, ctx.server.clone(), leg.0, leg.1),
+        target_tx.clone(),
+    );
     // One answer per forwarded request; the handler waits for each before reading the next.
     let (replies_tx, replies) = mpsc::channel(4);
     let up = tokio::spawn(client_to_target(
         ctx.clone(),
         client_rx,
-        target_tx.clone(),
+        side.clone(),
         flags.clone(),
+        conn,
     ));
     let down = tokio::spawn(target_to_client(
         ctx.clone(),
-        client_id,
         target_rx,
-        client_tx,
+        side.clone(),
         flags.clone(),
         replies_tx,
     ));
@@ -278,16 +323,65 @@ pub(crate) fn spawn(
         replies,
         subsystem: flags.subsystem,
         pty: flags.pty,
+        side,
+        attached: false,
     };
     (pair, [up, down])
 }
 
+/// Attaches a new client channel to the session's running console: the previous client (if
+/// any) is told `notice` and released, the new one gets the screen redrawn, and its input goes
+/// to the same shell. Returns the handler's side and the input task.
+pub(crate) async fn attach_console(
+    ctx: BridgeCtx,
+    console: &Arc<ClientSide>,
+    client: russh::Channel<russh::server::Msg>,
+    leg: (CancellationToken, u64),
+    notice: &str,
+) -> (ChannelPair, tokio::task::JoinHandle<()>) {
+    let (client_rx, client_tx) = client.split();
+    let conn = leg.1;
+    console
+        .take_over(
+            Leg::new(client_tx, ctx.server.clone(), leg.0, leg.1),
+            notice,
+        )
+        .await;
+    let target = console.target.clone();
+    let flags = Flags::default();
+    flags.pty.store(true, Ordering::Relaxed);
+    let up = tokio::spawn(client_to_target(
+        ctx.clone(),
+        client_rx,
+        console.clone(),
+        flags.clone(),
+        conn,
+    ));
+    let (_, replies) = mpsc::channel(1);
+    let pair = ChannelPair {
+        ctx,
+        target,
+        replies,
+        subsystem: flags.subsystem,
+        pty: flags.pty,
+        side: console.clone(),
+        attached: true,
+    };
+    (pair, up)
+}
+
+/// Relays client input (of the leg of connection `conn`) to the target. On the session's
+/// console, only the attached leg is relayed: a leg that was taken over stops at once, and when
+/// the client's connection drops (no CLOSE) the target channel is left open — the connection
+/// task decides whether the session is detached (resume, reauth) or closed (strict).
 async fn client_to_target(
     ctx: BridgeCtx,
     mut rx: ChannelReadHalf,
-    tx: Arc<ChannelWriteHalf<russh::client::Msg>>,
+    side: Arc<ClientSide>,
     flags: Flags,
+    conn: u64,
 ) {
+    let tx = side.target.clone();
     let mut input = Tap::new(Direction::Input);
     loop {
         let msg = tokio::select! {
@@ -295,8 +389,14 @@ async fn client_to_target(
             _ = ctx.stop.cancelled() => break,
             m = rx.wait() => m,
         };
+        let console = ctx.console.get().is_some_and(|c| Arc::ptr_eq(c, &side));
+        if console && !side.is_attached(conn) {
+            break;
+        }
         let Some(msg) = msg else {
-            let _ = tx.close().await;
+            if !console {
+                let _ = tx.close().await;
+            }
             break;
         };
         // Channel requests arrive here too (russh copies them); the handler forwards those.
@@ -390,17 +490,17 @@ async fn start_recording(ctx: &BridgeCtx) -> bool {
     }
 }
 
+/// Relays target output to whichever client leg is attached (none while detached: the output is
+/// then recorded and drawn on the screen model only).
 async fn target_to_client(
     ctx: BridgeCtx,
-    client_id: ChannelId,
     mut rx: ChannelReadHalf,
-    tx: ChannelWriteHalf<russh::server::Msg>,
+    side: Arc<ClientSide>,
     flags: Flags,
     replies: mpsc::Sender<bool>,
 ) {
     let mut stdout = Tap::new(Direction::Output);
     let mut stderr = Tap::new(Direction::ErrorOutput);
-    let mut out_writer = tx.make_writer();
     loop {
         let msg = tokio::select! {
             biased;
@@ -408,32 +508,62 @@ async fn target_to_client(
             m = rx.wait() => m,
         };
         let Some(msg) = msg else {
-            let _ = tx.close().await;
+            side.ended.cancel();
+            if let Some(leg) = side.leg.lock().await.as_ref() {
+                let _ = leg.tx.close().await;
+            }
             break;
         };
+        let mut guard = side.leg.lock().await;
         let sent = match msg {
             ChannelMsg::Data { data } => {
                 machine_activity(&ctx, &flags);
-                deliver(&ctx, &mut stdout, &flags, &mut out_writer, &data).await
+                side.draw(&data);
+                match guard.as_mut() {
+                    Some(leg) => deliver(&ctx, &mut stdout, &flags, &mut leg.out, &data).await,
+                    None => {
+                        ctx.tap(&mut stdout, &flags, &data, Frame::Output).await;
+                        Ok(())
+                    }
+                }
             }
             ChannelMsg::ExtendedData { data, ext } => {
                 machine_activity(&ctx, &flags);
-                let mut w = tx.make_writer_ext(Some(ext));
-                deliver(&ctx, &mut stderr, &flags, &mut w, &data).await
+                side.draw(&data);
+                match guard.as_mut() {
+                    Some(leg) => {
+                        let mut w = leg.tx.make_writer_ext(Some(ext));
+                        deliver(&ctx, &mut stderr, &flags, &mut w, &data).await
+                    }
+                    None => {
+                        ctx.tap(&mut stderr, &flags, &data, Frame::Output).await;
+                        Ok(())
+                    }
+                }
             }
-            ChannelMsg::Eof => tx.eof().await,
+            ChannelMsg::Eof => match guard.as_ref() {
+                Some(leg) => leg.tx.eof().await,
+                None => Ok(()),
+            },
             ChannelMsg::Close => {
-                let _ = tx.close().await;
+                side.ended.cancel();
+                if let Some(leg) = guard.as_ref() {
+                    let _ = leg.tx.close().await;
+                }
                 break;
             }
             ChannelMsg::ExitStatus { exit_status } => {
                 if let Ok(mut e) = ctx.exit_status.lock() {
                     e.get_or_insert(i32::try_from(exit_status).unwrap_or(i32::MAX));
                 }
-                ctx.server
-                    .exit_status_request(client_id, exit_status)
-                    .await
-                    .map_err(|_| russh::Error::SendError)
+                match guard.as_ref() {
+                    Some(leg) => leg
+                        .server
+                        .exit_status_request(leg.channel, exit_status)
+                        .await
+                        .map_err(|_| russh::Error::SendError),
+                    None => Ok(()),
+                }
             }
             ChannelMsg::ExitSignal {
                 signal_name,
@@ -450,16 +580,20 @@ async fn target_to_client(
                 }
                 ctx.record(Frame::Marker(format!("exit-signal: {name}")))
                     .await;
-                ctx.server
-                    .exit_signal_request(
-                        client_id,
-                        signal_name,
-                        core_dumped,
-                        error_message,
-                        lang_tag,
-                    )
-                    .await
-                    .map_err(|_| russh::Error::SendError)
+                match guard.as_ref() {
+                    Some(leg) => leg
+                        .server
+                        .exit_signal_request(
+                            leg.channel,
+                            signal_name,
+                            core_dumped,
+                            error_message,
+                            lang_tag,
+                        )
+                        .await
+                        .map_err(|_| russh::Error::SendError),
+                    None => Ok(()),
+                }
             }
             ChannelMsg::Success => {
                 let _ = replies.send(true).await;
@@ -472,6 +606,12 @@ async fn target_to_client(
             _ => Ok(()),
         };
         if sent.is_err() {
+            // The client is gone. An ordinary channel stops; the console keeps reading the
+            // target (its client may come back) with no leg attached.
+            if ctx.console.get().is_some_and(|c| Arc::ptr_eq(c, &side)) {
+                *guard = None;
+                continue;
+            }
             break;
         }
     }

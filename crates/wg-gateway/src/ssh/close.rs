@@ -16,17 +16,20 @@ use crate::runtime::CloseOutcome;
 pub(super) enum ClientLeg<'a> {
     /// The client already disconnected.
     Gone,
-    /// Still connected (a forced end): the running russh session, to wait for its end.
-    Live(std::pin::Pin<&'a mut russh::server::RunningSession<ClientHandler>>),
+    /// Still connected (a forced end): the running russh session, to wait for its end, and its
+    /// handle.
+    Live(
+        std::pin::Pin<&'a mut russh::server::RunningSession<ClientHandler>>,
+        &'a russh::server::Handle,
+    ),
 }
 
 /// Runs the close sequence: stop relaying, seal, tell the client (for a forced end), sever both
-/// legs, report `closed`.
-#[allow(clippy::too_many_arguments)]
+/// legs, report `closed`. Runs once per session: a second caller (a client that attached while
+/// the session was being closed) only tells its client and waits for the first one's outcome.
 pub(super) async fn close(
     shared: &Shared,
     session: &SshSession,
-    server: &russh::server::Handle,
     reason: EndReason,
     detail: Option<String>,
     notice: Option<String>,
@@ -34,6 +37,27 @@ pub(super) async fn close(
 ) -> CloseOutcome {
     let live = session.live().clone();
     let id = live.id;
+    if session
+        .closing
+        .swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        if let ClientLeg::Live(running, server) = client {
+            let n = notice.unwrap_or_else(|| "wardengate: session closed".into());
+            let _ = server
+                .disconnect(russh::Disconnect::ByApplication, n, String::new())
+                .await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), running).await;
+        }
+        return live
+            .wait_outcome(Duration::from_secs(10))
+            .await
+            .unwrap_or(CloseOutcome {
+                reason,
+                seal: None,
+                time_ms: now_millis(),
+            });
+    }
+    shared.sessions.remove(&id);
     report(
         &shared.control,
         SessionReport {
@@ -74,7 +98,7 @@ pub(super) async fn close(
     // stderr, followed by EOF and CLOSE so that the client prints it before it exits (a
     // disconnect sent right behind it would make OpenSSH exit with the line still unprinted);
     // a client that has not gone within a second is disconnected.
-    if let ClientLeg::Live(running) = client {
+    if let ClientLeg::Live(running, server) = client {
         let n = notice
             .clone()
             .unwrap_or_else(|| "wardengate: session closed".into());

@@ -32,8 +32,8 @@ impl IdleClock {
         let plan = session.map(|s| {
             let live = s.live().clone();
             let deadline = match self.warned_at {
-                None => live.last_input_ms() + ms(s.idle_timeout),
-                Some(w) => w + ms(s.idle_grace),
+                None => live.last_input_ms() + ms(s.idle_timeout()),
+                Some(w) => w + ms(s.idle_grace()),
             };
             (live, deadline, self.warned_at.is_some())
         });
@@ -66,15 +66,15 @@ impl IdleClock {
         let now = now_millis();
         match self.warned_at {
             None => {
-                if now - live.last_input_ms() < ms(s.idle_timeout) {
+                if now - live.last_input_ms() < ms(s.idle_timeout()) {
                     return;
                 }
                 self.warned_at = Some(now);
                 live.set_idle_warned(true);
                 let line = format!(
                     "\r\nwardengate: this session has been idle for {}; it will be closed in {} unless you type something\r\n",
-                    wg_domain::time::format_duration(s.idle_timeout),
-                    wg_domain::time::format_duration(s.idle_grace),
+                    wg_domain::time::format_duration(s.idle_timeout()),
+                    wg_domain::time::format_duration(s.idle_grace()),
                 );
                 if let Some(rec) = live.started_recorder() {
                     let _ = rec
@@ -105,14 +105,14 @@ impl IdleClock {
                         },
                     )
                     .await;
-                } else if now - warned_at >= ms(s.idle_grace) {
+                } else if now - warned_at >= ms(s.idle_grace()) {
                     live.kill(KillInfo {
                         reason: EndReason::IdleTimeout,
                         by: None,
                         detail: format!(
                             "idle for {} with no input during the {} grace",
-                            wg_domain::time::format_duration(s.idle_timeout),
-                            wg_domain::time::format_duration(s.idle_grace),
+                            wg_domain::time::format_duration(s.idle_timeout()),
+                            wg_domain::time::format_duration(s.idle_grace()),
                         ),
                     });
                 }

@@ -17,6 +17,7 @@
 
 mod bridge;
 mod close;
+mod console;
 mod idle;
 mod tap;
 mod target;
@@ -80,6 +81,10 @@ struct Shared {
     control: ControlClient,
     runtime: Arc<Runtime>,
     recordings: Arc<RecorderConfig>,
+    /// The SSH sessions live here, for re-attachment (resume, handoff).
+    sessions: dashmap::DashMap<SessionId, Arc<SshSession>>,
+    /// Numbers client connections (a console leg names its connection).
+    connections: std::sync::atomic::AtomicU64,
 }
 
 /// The SSH listener of a gateway.
@@ -128,6 +133,8 @@ impl SshListener {
                 control,
                 runtime,
                 recordings,
+                sessions: dashmap::DashMap::new(),
+                connections: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -194,17 +201,78 @@ struct SshSession {
     exit_status: Arc<Mutex<Option<i32>>>,
     exit_signal: Arc<Mutex<Option<String>>>,
     active_reported: std::sync::atomic::AtomicBool,
+    /// The owner's policy settings; replaced when a new owner attaches after a handoff.
+    settings: Mutex<Settings>,
+    /// The console (PTY shell channel), once running: what resume and handoff re-attach.
+    console: Arc<OnceLock<Arc<console::ClientSide>>>,
+    /// Set by the first close sequence; a second caller only waits for the outcome.
+    closing: std::sync::atomic::AtomicBool,
+}
+
+/// What the owner's policy says about a running session.
+#[derive(Clone, Debug)]
+struct Settings {
+    /// The owner.
+    owner: String,
     /// Policy `forwarding.local`: allowed `ssh -L` destinations.
     forward_local: Vec<String>,
     /// Policy `idle.timeout`.
     idle_timeout: Duration,
     /// Policy `idle.grace`.
     idle_grace: Duration,
+    /// Policy `reconnect.mode`: `resume`, `reauth` or `strict`.
+    reconnect_mode: String,
+    /// Policy `reconnect.grace`.
+    reconnect_grace: Duration,
+}
+
+impl Settings {
+    /// The settings a decision carries (zero values fall back to the seed's defaults).
+    fn of(d: &wg_proto::v1::SessionDecision) -> Self {
+        let or = |ms: u64, default_s: u64| {
+            Duration::from_millis(if ms > 0 { ms } else { default_s * 1000 })
+        };
+        Settings {
+            owner: d.owner.clone(),
+            forward_local: d.forward_local.clone(),
+            idle_timeout: or(d.idle_timeout_ms, 15 * 60),
+            idle_grace: or(d.idle_grace_ms, 60),
+            reconnect_mode: if d.reconnect_mode.is_empty() {
+                "strict".into()
+            } else {
+                d.reconnect_mode.clone()
+            },
+            reconnect_grace: or(d.reconnect_grace_ms, 120),
+        }
+    }
 }
 
 impl SshSession {
     fn live(&self) -> &Arc<LiveSession> {
         self.registration.session()
+    }
+
+    fn settings(&self) -> Settings {
+        self.settings
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        self.settings().idle_timeout
+    }
+
+    fn idle_grace(&self) -> Duration {
+        self.settings().idle_grace
+    }
+
+    /// The running console, if the session has one whose shell is still up.
+    fn live_console(&self) -> Option<Arc<console::ClientSide>> {
+        self.console
+            .get()
+            .filter(|c| !c.ended.is_cancelled())
+            .cloned()
     }
 }
 
@@ -222,6 +290,12 @@ struct ClientHandler {
     admission: Arc<Admission>,
     /// Bridged channels, for forwarding channel requests in order.
     pairs: HashMap<ChannelId, bridge::ChannelPair>,
+    /// This connection's number.
+    conn: u64,
+    /// Cancelled when another connection takes over this one's console leg.
+    released: CancellationToken,
+    /// The decision was an attach: the first session channel takes over the console.
+    attach_pending: bool,
 }
 
 async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: SocketAddr) {
@@ -229,6 +303,10 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
     let slot: Arc<OnceLock<Arc<SshSession>>> = Arc::new(OnceLock::new());
     let refusal: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
     let admission = Arc::new(Admission::default());
+    let released = CancellationToken::new();
+    let conn = shared
+        .connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let handler = ClientHandler {
         shared: shared.clone(),
         peer,
@@ -240,6 +318,9 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         refusal: refusal.clone(),
         admission: admission.clone(),
         pairs: HashMap::new(),
+        conn,
+        released: released.clone(),
+        attach_pending: false,
     };
     let running = match russh::server::run_stream(shared.config.clone(), stream, handler).await {
         Ok(r) => r,
@@ -252,24 +333,36 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
     tokio::pin!(running);
     let mut idle = IdleClock::default();
     let accepted = tokio::time::Instant::now();
-    let killed = loop {
+    let ended = loop {
         let wait = idle.next_wake(slot.get());
+        // The session's own kill token: for a connection that attached to a running session it
+        // is not this connection's token.
+        let session_kill = slot.get().map(|s| s.live().kill_token().clone());
+        let session_killed = async {
+            match &session_kill {
+                Some(k) => k.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
-            _ = kill.cancelled() => break true,
-            _ = &mut running => break false,
+            _ = kill.cancelled() => break End::Killed,
+            _ = session_killed => break End::Killed,
+            _ = released.cancelled() => break End::Released,
+            _ = &mut running => break End::ClientGone,
             _ = wait => {}
         }
         match slot.get() {
             Some(session) => idle.check(&shared, session, &server).await,
             // Like sshd's LoginGraceTime: no admitted session in time, no connection.
-            None if accepted.elapsed() >= LOGIN_GRACE => break true,
+            None if accepted.elapsed() >= LOGIN_GRACE => break End::Killed,
             None => {}
         }
     };
     // A kill that arrives while the attempt is being admitted (decision made, target leg being
     // opened) is for a session that exists: wait for the admission to finish, then close it
     // through the ordinary close sequence.
+    let killed = ended == End::Killed;
     if killed
         && slot.get().is_none()
         && admission
@@ -296,18 +389,140 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         }
         return;
     };
-    let kill_info = session.live().kill_info().cloned();
-    let (reason, detail, notice) = match (&kill_info, killed) {
-        (Some(k), true) => (k.reason, Some(k.detail.clone()), Some(notice_for(k))),
-        _ => (EndReason::ClientExit, None, None),
+    match ended {
+        End::Released => {
+            // Another connection took this one's console over (a handoff, or its owner
+            // resumed elsewhere): the session goes on there. This client was told why.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = server
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    "wardengate: the session was taken over by another connection".into(),
+                    String::new(),
+                )
+                .await;
+        }
+        End::ClientGone if !session.live().kill_token().is_cancelled() => {
+            if !detach(&shared, &session, conn).await {
+                let outcome = close(
+                    &shared,
+                    &session,
+                    EndReason::ClientExit,
+                    None,
+                    None,
+                    ClientLeg::Gone,
+                )
+                .await;
+                session.live().publish_outcome(outcome);
+            }
+        }
+        End::Killed | End::ClientGone => {
+            let kill_info = session.live().kill_info().cloned();
+            let (reason, detail, notice) = match (&kill_info, killed) {
+                (Some(k), true) => (k.reason, Some(k.detail.clone()), Some(notice_for(k))),
+                (Some(k), false) => (k.reason, Some(k.detail.clone()), None),
+                _ => (EndReason::ClientExit, None, None),
+            };
+            let client = if killed {
+                ClientLeg::Live(running.as_mut(), &server)
+            } else {
+                ClientLeg::Gone
+            };
+            let outcome = close(&shared, &session, reason, detail, notice, client).await;
+            session.live().publish_outcome(outcome);
+        }
+    }
+}
+
+/// How a connection's watch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The session (or the attempt) was killed.
+    Killed,
+    /// The client connection ended.
+    ClientGone,
+    /// Another connection took the session's console over.
+    Released,
+}
+
+/// Keeps a session whose client leg dropped, when its policy lets the client come back
+/// (`resume`, `reauth`) and its console is still running: the session is reported `detached`
+/// and waits for the reconnect grace. Returns `false` when the session must close instead.
+async fn detach(shared: &Arc<Shared>, session: &Arc<SshSession>, conn: u64) -> bool {
+    let settings = session.settings();
+    if settings.reconnect_mode == "strict" {
+        return false;
+    }
+    let Some(console) = session.live_console() else {
+        return false;
     };
-    let client = if killed {
-        ClientLeg::Live(running.as_mut())
-    } else {
-        ClientLeg::Gone
-    };
-    let outcome = close(&shared, &session, &server, reason, detail, notice, client).await;
-    session.live().publish_outcome(outcome);
+    if !console.detach(conn).await {
+        // Not this connection's leg: it was taken over, the session goes on elsewhere.
+        return true;
+    }
+    let live = session.live();
+    let grace = settings.reconnect_grace;
+    if let Some(rec) = live.started_recorder() {
+        let _ = rec
+            .record(wg_recording::Frame::Marker(format!(
+                "client leg of {} dropped; detached for up to {} ({})",
+                settings.owner,
+                wg_domain::time::format_duration(grace),
+                settings.reconnect_mode
+            )))
+            .await;
+    }
+    let reported = shared
+        .control
+        .report(SessionReport {
+            session_id: live.id.to_string(),
+            state: "detached".into(),
+            ..Default::default()
+        })
+        .await;
+    if let Err(e) = reported {
+        tracing::warn!(session = %live.id, error = %e, "the control plane refused the detach");
+        return false;
+    }
+    tracing::info!(session = %live.id, grace = ?grace, "session detached");
+    let mut attached = console.generation.subscribe();
+    let shared = shared.clone();
+    let session = session.clone();
+    tokio::spawn(async move {
+        let live = session.live().clone();
+        let (reason, detail) = tokio::select! {
+            biased;
+            _ = live.kill_token().cancelled() => match live.kill_info() {
+                Some(k) => (k.reason, Some(k.detail.clone())),
+                None => (EndReason::Terminated, None),
+            },
+            // Re-attached: the new connection watches the session from now on.
+            _ = attached.changed() => return,
+            _ = console.ended.cancelled() => (EndReason::ClientExit, None),
+            _ = tokio::time::sleep(grace) => {
+                // A take-over that won the race keeps the session; one that comes after the
+                // kill finds it ending.
+                let leg = console.leg.lock().await;
+                if leg.is_some() {
+                    return;
+                }
+                let detail = format!(
+                    "the client did not come back within the {} reconnect grace",
+                    wg_domain::time::format_duration(grace)
+                );
+                live.kill(KillInfo {
+                    reason: EndReason::ReconnectExpired,
+                    by: None,
+                    detail: detail.clone(),
+                });
+                drop(leg);
+                (EndReason::ReconnectExpired, Some(detail))
+            }
+        };
+        let outcome = close(&shared, &session, reason, detail, None, ClientLeg::Gone).await;
+        live.publish_outcome(outcome);
+    });
+    true
 }
 
 async fn report(control: &ControlClient, report: SessionReport) {
@@ -327,7 +542,7 @@ impl ClientHandler {
             None => return Err("not authenticated".into()),
         };
         let actor = self.actor.clone().unwrap_or_default();
-        let decision = self
+        let mut decision = self
             .shared
             .control
             .request_session(SessionRequest {
@@ -359,13 +574,16 @@ impl ClientHandler {
             .session_id
             .parse()
             .map_err(|_| "control plane returned a malformed session ID".to_string())?;
+        if decision.attach {
+            return self.admit_attach(id, &decision);
+        }
         let live = Arc::new(LiveSession::with_kill_token(
             id,
             decision.recording_mode.clone(),
             self.kill.clone(),
         ));
         let registration = self.shared.runtime.register(live);
-        let credential = match decision.credential.and_then(|c| c.secret) {
+        let credential = match decision.credential.take().and_then(|c| c.secret) {
             Some(credential::Secret::Password(p)) => {
                 target::TargetCredential::Password(Zeroizing::new(p))
             }
@@ -378,17 +596,6 @@ impl ClientHandler {
                     .await);
             }
         };
-        // Zero (an old control plane) falls back to the seed's defaults: 15 min, 60 s.
-        let idle_timeout = Duration::from_millis(if decision.idle_timeout_ms > 0 {
-            decision.idle_timeout_ms
-        } else {
-            15 * 60 * 1000
-        });
-        let idle_grace = Duration::from_millis(if decision.idle_grace_ms > 0 {
-            decision.idle_grace_ms
-        } else {
-            60 * 1000
-        });
         let pinned = (!decision.host_key.is_empty()).then_some(decision.host_key.as_str());
         let leg = match target::connect(
             &decision.target_address,
@@ -431,7 +638,7 @@ impl ClientHandler {
                 });
             }
         }
-        Ok(Arc::new(SshSession {
+        let session = Arc::new(SshSession {
             registration,
             target: leg.handle,
             stop: CancellationToken::new(),
@@ -440,10 +647,45 @@ impl ClientHandler {
             exit_status: Arc::new(Mutex::new(None)),
             exit_signal: Arc::new(Mutex::new(None)),
             active_reported: std::sync::atomic::AtomicBool::new(false),
-            forward_local: decision.forward_local.clone(),
-            idle_timeout,
-            idle_grace,
-        }))
+            settings: Mutex::new(Settings::of(&decision)),
+            console: Arc::new(OnceLock::new()),
+            closing: std::sync::atomic::AtomicBool::new(false),
+        });
+        self.shared.sessions.insert(id, session.clone());
+        Ok(session)
+    }
+
+    /// Joins a session already live here (the decision was an attach: its owner resuming, or
+    /// the new owner after a handoff). The first session channel the client opens takes over
+    /// the console.
+    fn admit_attach(
+        &mut self,
+        id: SessionId,
+        decision: &wg_proto::v1::SessionDecision,
+    ) -> Result<Arc<SshSession>, String> {
+        let session = self
+            .shared
+            .sessions
+            .get(&id)
+            .map(|s| s.clone())
+            .ok_or_else(|| format!("session {id} is not running on this gateway"))?;
+        if session.live().kill_token().is_cancelled() {
+            return Err(format!("session {id} is ending"));
+        }
+        if session.live_console().is_none() {
+            return Err(format!(
+                "session {id} has no interactive terminal to attach to"
+            ));
+        }
+        // From now on the (possibly new) owner's policy applies.
+        if let Ok(mut s) = session.settings.lock() {
+            *s = Settings::of(decision);
+        }
+        // Someone is at the terminal: the idle clock starts over.
+        session.live().set_idle_warned(false);
+        session.live().touch_input();
+        self.attach_pending = true;
+        Ok(session)
     }
 
     async fn fail_open(&self, id: SessionId, message: String) -> String {
@@ -552,7 +794,9 @@ impl russh::server::Handler for ClientHandler {
                     kill.cancel();
                 });
             }
-            ConnState::Ready(s) if self.kill.is_cancelled() => {
+            ConnState::Ready(s)
+                if self.kill.is_cancelled() || s.live().kill_token().is_cancelled() =>
+            {
                 // Ending (e.g. terminated while the target leg was being opened): nothing new is
                 // bridged; the channel only carries the reason to the client.
                 let line = s
@@ -567,6 +811,38 @@ impl russh::server::Handler for ClientHandler {
                     let _ = channel.eof().await;
                     let _ = channel.close().await;
                 });
+            }
+            ConnState::Ready(s) if self.attach_pending => {
+                let s = s.clone();
+                self.attach_pending = false;
+                let Some(console) = s.live_console() else {
+                    reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+                    return Ok(());
+                };
+                reply.accept().await;
+                let owner = s.settings().owner;
+                let notice = format!(
+                    "wardengate: {owner} attached to this session from another connection; this terminal is detached"
+                );
+                let ctx = self.bridge_ctx(&s, session);
+                ctx.marker(format!("attached: input from {owner} from now on"))
+                    .await;
+                let id = channel.id();
+                let (pair, task) = bridge::attach_console(
+                    ctx,
+                    &console,
+                    channel,
+                    (self.released.clone(), self.conn),
+                    &notice,
+                )
+                .await;
+                self.pairs.insert(id, pair);
+                if let Ok(mut c) = s.client_channels.lock() {
+                    *c = vec![id];
+                }
+                if let Ok(mut b) = s.bridges.lock() {
+                    b.push(task);
+                }
             }
             ConnState::Ready(s) => {
                 let s = s.clone();
@@ -714,7 +990,7 @@ impl russh::server::Handler for ClientHandler {
             "direction": "local", "host": host_to_connect, "port": port_to_connect,
             "originator": format!("{originator_address}:{originator_port}"),
         });
-        let allowed = s.forward_local.iter().any(|rule| {
+        let allowed = s.settings().forward_local.iter().any(|rule| {
             wg_domain::resources::forward_rule_matches(rule, host_to_connect, port_to_connect)
         });
         if !allowed {
@@ -813,20 +1089,19 @@ impl ClientHandler {
         session: &mut Session,
         forward: Option<String>,
     ) {
-        let ctx = bridge::BridgeCtx {
-            live: s.live().clone(),
-            server: session.handle(),
-            stop: s.stop.clone(),
-            recordings: self.shared.recordings.clone(),
-            exit_status: s.exit_status.clone(),
-            exit_signal: s.exit_signal.clone(),
-        };
+        let ctx = self.bridge_ctx(s, session);
         let opaque = forward.is_some();
         if let Some(marker) = forward {
             ctx.marker(marker).await;
         }
         let client_id = channel.id();
-        let (pair, tasks) = bridge::spawn(ctx, channel, target_channel, opaque);
+        let (pair, tasks) = bridge::spawn(
+            ctx,
+            channel,
+            target_channel,
+            opaque,
+            (self.released.clone(), self.conn),
+        );
         self.pairs.insert(client_id, pair);
         if let Ok(mut b) = s.bridges.lock() {
             b.extend(tasks);
@@ -844,6 +1119,19 @@ impl ClientHandler {
                 },
             )
             .await;
+        }
+    }
+
+    /// What the relay tasks of a channel of this connection share.
+    fn bridge_ctx(&self, s: &Arc<SshSession>, session: &mut Session) -> bridge::BridgeCtx {
+        bridge::BridgeCtx {
+            live: s.live().clone(),
+            server: session.handle(),
+            stop: s.stop.clone(),
+            recordings: self.shared.recordings.clone(),
+            exit_status: s.exit_status.clone(),
+            exit_signal: s.exit_signal.clone(),
+            console: s.console.clone(),
         }
     }
 

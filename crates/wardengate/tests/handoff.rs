@@ -1,0 +1,186 @@
+//! Ownership handoff (seed "Ownership and handoff", acceptance case S6): alice hands her shell to
+//! bob; bob accepts and attaches with the SSH login `bob@corp:SESSION`; the shell state survives,
+//! the owner changes, later input is attributed to bob, alice's client is detached with a
+//! message. Refusals (no permitting policy, accept after the window) leave alice the owner.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failed unwrap is a failed test
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Rig, read, type_line, wait_output, wait_until};
+
+/// Lets bob reach `dev1` (the rig gives bob no policy).
+fn permit_bob(rig: &Rig) {
+    rig.apply(
+        "kind: policy\nname: bob-dev\nsubjects: [user:bob@corp]\ntargets: {names: [dev1]}\n\
+         protocols: [ssh]\nrecording: full\n",
+    );
+}
+
+/// An API token for bob, from `wgctl token create`.
+fn bob_token(rig: &Rig) -> String {
+    rig.wgctl_ok(&["token", "create", "bob@corp"])
+        .trim()
+        .to_owned()
+}
+
+/// `wgctl` as bob.
+fn wgctl_as(rig: &Rig, token: &str, args: &[&str]) -> std::process::Output {
+    rig.wgctl_cmd(args)
+        .env("WGCTL_TOKEN", token)
+        .output()
+        .unwrap()
+}
+
+fn owner(rig: &Rig, id: &str) -> String {
+    rig.session(id)["actor"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn handoff_keeps_the_shell_and_moves_the_owner() {
+    let rig = Rig::start();
+    permit_bob(&rig);
+    let token = bob_token(&rig);
+    let out_a = rig.path("alice.out");
+    let mut alice = rig.shell("alice", "alice@corp:dev1", &out_a);
+    let id = rig.wait_one_session();
+    type_line(&mut alice, "export X=1; cd /tmp; echo READY$((2+2))");
+    wait_output(&out_a, "READY4");
+
+    let req = rig.wgctl_ok(&[
+        "session",
+        "handoff",
+        &id,
+        "--to",
+        "bob@corp",
+        "--reason",
+        "shift change",
+    ]);
+    assert_eq!(
+        req,
+        format!(
+            "handoff requested -> bob@corp\n  bob@corp must accept within 5m with: wgctl session accept {id}\n\
+             {id}  previous owner: alice@corp  new owner: bob@corp (pending)\n"
+        )
+    );
+    let acc = wgctl_as(&rig, &token, &["session", "accept", &id]);
+    assert!(
+        acc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&acc.stderr)
+    );
+    assert!(String::from_utf8_lossy(&acc.stdout).contains(&format!("bob@corp:{id}")));
+    assert_eq!(owner(&rig, &id), "bob@corp");
+
+    // bob attaches to the same PTY: the shell state is there.
+    let out_b = rig.path("bob.out");
+    let mut bob = rig.shell("bob", &format!("bob@corp:{id}"), &out_b);
+    type_line(&mut bob, "echo STATE=$X:$PWD:$((3+3))");
+    let text = wait_output(&out_b, "STATE=1:/tmp:6");
+    assert!(text.contains("STATE=1:/tmp:6"), "{text}");
+    // alice's client is detached with a message and exits.
+    let st = alice.wait().unwrap();
+    assert_ne!(st.code(), Some(0));
+    let err = read(&rig.path("alice.err"));
+    assert!(
+        err.contains("bob@corp attached to this session"),
+        "alice's stderr: {err}"
+    );
+    // Same session, owned by bob.
+    let live = rig.sessions();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0]["id"], id.as_str());
+    assert_eq!(live[0]["actor"], "bob@corp");
+    let list = rig.wgctl_ok(&["session", "list"]);
+    assert!(list.contains("bob@corp"), "{list}");
+
+    type_line(&mut bob, "exit");
+    bob.wait().unwrap();
+    wait_until("closed", Duration::from_secs(5), || {
+        rig.session(&id)["state"] == "closed"
+    });
+    let kinds: Vec<String> = rig
+        .audit(&id)
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    for k in [
+        "session.handoff.requested",
+        "session.handoff.accepted",
+        "session.attached",
+    ] {
+        assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
+    }
+    let accepted = rig
+        .audit(&id)
+        .into_iter()
+        .find(|e| e["kind"] == "session.handoff.accepted")
+        .unwrap();
+    let text = accepted.to_string();
+    assert!(
+        text.contains("alice@corp") && text.contains("bob@corp") && text.contains("shift change"),
+        "{text}"
+    );
+    // The recording attributes bob's input to bob: his keystrokes come after the marker.
+    let cast = rig.recording_stream(&id);
+    let marker = cast
+        .find("attached: input from bob@corp")
+        .expect("attach marker");
+    let typed = cast.rfind("STATE=").unwrap();
+    assert!(typed > marker);
+    assert!(rig.wgctl_ok(&["recording", "verify", &id]).contains(" OK "));
+}
+
+#[test]
+fn refused_handoffs_leave_the_owner_in_place() {
+    let rig = Rig::start();
+    let token = bob_token(&rig);
+    let out_a = rig.path("alice.out");
+    let mut alice = rig.shell("alice", "alice@corp:dev1", &out_a);
+    let id = rig.wait_one_session();
+
+    // bob holds no policy for dev1: the handoff cannot be made to him.
+    let r = rig.wgctl(&[
+        "session", "handoff", &id, "--to", "bob@corp", "--reason", "x",
+    ]);
+    assert!(!r.status.success());
+    assert_eq!(owner(&rig, &id), "alice@corp");
+
+    // With a policy, but accepted after the window: refused as expired.
+    permit_bob(&rig);
+    rig.wgctl_ok(&[
+        "session", "handoff", &id, "--to", "bob@corp", "--reason", "x", "--ttl", "1s",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let late = wgctl_as(&rig, &token, &["session", "accept", &id]);
+    assert!(!late.status.success());
+    assert!(
+        String::from_utf8_lossy(&late.stderr).contains("expired"),
+        "{}",
+        String::from_utf8_lossy(&late.stderr)
+    );
+    assert_eq!(owner(&rig, &id), "alice@corp");
+
+    // Accepted in time, but bob lost his policy meanwhile: refused.
+    rig.wgctl_ok(&[
+        "session", "handoff", &id, "--to", "bob@corp", "--reason", "x",
+    ]);
+    rig.wgctl_ok(&["delete", "policy", "bob-dev"]);
+    let denied = wgctl_as(&rig, &token, &["session", "accept", &id]);
+    assert!(!denied.status.success());
+    assert_eq!(owner(&rig, &id), "alice@corp");
+    // bob cannot attach to a session he does not own.
+    let att = rig
+        .ssh("bob", &format!("bob@corp:{id}"), &["true"])
+        .output()
+        .unwrap();
+    assert_ne!(att.status.code(), Some(0));
+
+    // alice still has her shell.
+    type_line(&mut alice, "echo STILL$((4+4))");
+    wait_output(&out_a, "STILL8");
+    type_line(&mut alice, "exit");
+    assert_eq!(alice.wait().unwrap().code(), Some(0));
+}

@@ -1,0 +1,629 @@
+//! Ownership handoff and tokens through the REST API (the real router, control plane and a
+//! SQLite store; sessions are admitted by `request_session` and walked to `active` as the gateway
+//! reports would).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use wg_domain::SessionState;
+use wg_store::{SessionPatch, Store};
+
+use crate::service::SessionAsk;
+use crate::vault::Vault;
+use crate::{ControlConfig, ControlPlane};
+
+const RESOURCES: &str = r#"
+kind: user
+name: alice@corp
+groups: [sre]
+---
+kind: user
+name: dan@corp
+groups: [oncall]
+---
+kind: user
+name: erin@corp
+---
+kind: user
+name: olga@corp
+role: operator
+---
+kind: servicePrincipal
+name: svc_deploy
+---
+kind: target
+name: web-01.prod
+address: 127.0.0.1:22
+protocol: ssh
+tags: {env: prod}
+accounts: [{name: deploy, credential: vault/ssh/deploy}]
+---
+kind: policy
+name: prod-sre
+subjects: [group:sre]
+targets: {tags: {env: prod}}
+protocols: [ssh]
+accounts: [deploy]
+---
+kind: policy
+name: prod-oncall
+subjects: [group:oncall]
+targets: {names: [web-01.prod]}
+protocols: [ssh]
+accounts: [deploy]
+concurrency: {max: 5}
+"#;
+
+struct Rig {
+    control: ControlPlane,
+    router: Router,
+    tokens: HashMap<&'static str, String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    async fn new() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("store.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let control = ControlPlane::new(
+            store,
+            Vault::from_key(&[7u8; 32]).unwrap(),
+            ControlConfig::new(dir.path().join("recordings")),
+        );
+        let admin = control.bootstrap_admin(Vec::new()).await.unwrap().unwrap();
+        control.apply(RESOURCES, "admin@local").await.unwrap();
+        control
+            .vault_put("vault/ssh/deploy", "password", "hunter2", "admin@local")
+            .await
+            .unwrap();
+        let mut tokens = HashMap::from([("admin", admin)]);
+        for (who, name) in [
+            ("alice", "alice@corp"),
+            ("dan", "dan@corp"),
+            ("erin", "erin@corp"),
+            ("olga", "olga@corp"),
+        ] {
+            let t = control.create_token(name, "admin@local").await.unwrap();
+            tokens.insert(who, t.token);
+        }
+        Rig {
+            router: crate::api::router(control.clone()),
+            control,
+            tokens,
+            _dir: dir,
+        }
+    }
+
+    /// `METHOD path` as `who` (a key of `tokens`, or `""` for no token) → (status, JSON body).
+    async fn call(&self, who: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = self.tokens.get(who) {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, value)
+    }
+
+    /// A session of `actor` admitted by policy and reported active.
+    async fn live_session(&self, actor: &str) -> String {
+        let admitted = self
+            .control
+            .request_session(SessionAsk {
+                gateway: "gw-1".into(),
+                gateway_address: None,
+                actor: actor.into(),
+                target: "web-01.prod".into(),
+                account: None,
+                protocol: "ssh".into(),
+                client_ip: None,
+                client_software: None,
+                gateway_max_active: None,
+            })
+            .await
+            .unwrap();
+        for (from, to) in [
+            (SessionState::Approved, SessionState::Opened),
+            (SessionState::Opened, SessionState::Active),
+        ] {
+            assert!(
+                self.control
+                    .store()
+                    .transition_session(admitted.session, from, to, &SessionPatch::default(), &[])
+                    .await
+                    .unwrap()
+            );
+        }
+        admitted.session.to_string()
+    }
+
+    async fn owner(&self, id: &str) -> (String, Option<String>) {
+        let o = self
+            .control
+            .session_owner(id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        (o.actor, o.policy)
+    }
+
+    async fn events(&self, id: &str, kind: &str) -> Vec<Value> {
+        let (status, body) = self
+            .call(
+                "admin",
+                "GET",
+                &format!("/api/v1/audit?session={id}&kind={kind}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        body["events"].as_array().unwrap().clone()
+    }
+
+    async fn used(&self, scope: &str, key: &str) -> i64 {
+        let (_, body) = self
+            .call(
+                "admin",
+                "GET",
+                &format!("/api/v1/limits/usage?{scope}={key}"),
+                None,
+            )
+            .await;
+        body["usage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["scope"] == scope && u["key"] == key)
+            .map_or(0, |u| u["used"].as_i64().unwrap())
+    }
+}
+
+fn handoff_body(to: &str) -> Option<Value> {
+    Some(json!({"to": to, "reason": "shift change, incident INC-4412"}))
+}
+
+#[tokio::test]
+async fn the_owner_hands_off_and_the_new_owner_accepts() {
+    let rig = Rig::new().await;
+    let id = rig.live_session("alice@corp").await;
+    let path = format!("/api/v1/sessions/{id}/handoff");
+    let (status, h) = rig
+        .call("alice", "POST", &path, handoff_body("dan@corp"))
+        .await;
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(h["state"], "pending");
+    assert_eq!(h["from"], "alice@corp");
+    assert_eq!(h["to"], "dan@corp");
+    assert_eq!(h["requested_by"], "alice@corp");
+    assert_eq!(h["ttl_seconds"], 300);
+
+    // The session views show the pending offer.
+    let (_, view) = rig
+        .call("admin", "GET", &format!("/api/v1/sessions/{id}"), None)
+        .await;
+    assert_eq!(view["handoff"]["to"], "dan@corp");
+    assert_eq!(view["handoff"]["state"], "pending");
+    let (_, list) = rig.call("admin", "GET", "/api/v1/sessions", None).await;
+    assert_eq!(list["sessions"][0]["handoff"]["to"], "dan@corp");
+
+    let (status, done) = rig
+        .call(
+            "dan",
+            "POST",
+            &format!("/api/v1/sessions/{id}/accept"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["state"], "accepted");
+    assert_eq!(done["policy"], "prod-oncall");
+    assert_eq!(
+        rig.owner(&id).await,
+        ("dan@corp".into(), Some("prod-oncall".into()))
+    );
+    let (_, view) = rig
+        .call("admin", "GET", &format!("/api/v1/sessions/{id}"), None)
+        .await;
+    assert_eq!(view["actor"], "dan@corp");
+    assert_eq!(view["actor_groups"], json!(["oncall"]));
+    assert_eq!(view["handoff"], Value::Null);
+
+    // Slots moved with the owner.
+    assert_eq!(rig.used("actor", "alice@corp").await, 0);
+    assert_eq!(rig.used("actor", "dan@corp").await, 1);
+    assert_eq!(rig.used("policy", "prod-sre").await, 0);
+    assert_eq!(rig.used("policy", "prod-oncall").await, 1);
+
+    // Both identities, the reason and the new policy are on the record.
+    let requested = rig.events(&id, "session.handoff.requested").await;
+    assert_eq!(requested.len(), 1);
+    assert_eq!(requested[0]["actor"], "alice@corp");
+    assert_eq!(requested[0]["reason"], "shift change, incident INC-4412");
+    assert_eq!(requested[0]["details"]["from"], "alice@corp");
+    assert_eq!(requested[0]["details"]["to"], "dan@corp");
+    assert_eq!(requested[0]["details"]["by"], "alice@corp");
+    assert!(requested[0]["details"]["expires_at"].is_string());
+    let accepted = rig.events(&id, "session.handoff.accepted").await;
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0]["actor"], "dan@corp");
+    assert_eq!(accepted[0]["reason"], "shift change, incident INC-4412");
+    assert_eq!(accepted[0]["details"]["from"], "alice@corp");
+    assert_eq!(accepted[0]["details"]["to"], "dan@corp");
+    assert_eq!(accepted[0]["details"]["policy"], "prod-oncall");
+    assert_eq!(accepted[0]["details"]["previous_policy"], "prod-sre");
+
+    // Accepting twice changes nothing; the new owner may hand it on (here back to alice).
+    let (status, again) = rig
+        .call(
+            "dan",
+            "POST",
+            &format!("/api/v1/sessions/{id}/accept"),
+            None,
+        )
+        .await;
+    assert_eq!((status, again["error"].as_str()), (409, Some("conflict")));
+    let (status, _) = rig
+        .call("dan", "POST", &path, handoff_body("alice@corp"))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = rig
+        .call(
+            "alice",
+            "POST",
+            &format!("/api/v1/sessions/{id}/accept"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        rig.owner(&id).await,
+        ("alice@corp".into(), Some("prod-sre".into()))
+    );
+    let (_, verify) = rig.call("admin", "GET", "/api/v1/audit/verify", None).await;
+    assert_eq!(verify["ok"], true);
+}
+
+#[tokio::test]
+async fn refused_handoffs_leave_the_owner_unchanged() {
+    let rig = Rig::new().await;
+    let id = rig.live_session("alice@corp").await;
+    let path = format!("/api/v1/sessions/{id}/handoff");
+    let accept = format!("/api/v1/sessions/{id}/accept");
+    let error = |v: &Value| v["error"].as_str().unwrap_or_default().to_owned();
+
+    // The incoming owner must hold a permitting policy, exist, and differ from the owner.
+    let (status, e) = rig
+        .call("alice", "POST", &path, handoff_body("erin@corp"))
+        .await;
+    assert_eq!((status, error(&e)), (403, "policy_denied".into()), "{e}");
+    let (status, e) = rig
+        .call("alice", "POST", &path, handoff_body("nobody@corp"))
+        .await;
+    assert_eq!((status, error(&e)), (404, "not_found".into()));
+    let (status, _) = rig
+        .call("alice", "POST", &path, handoff_body("alice@corp"))
+        .await;
+    assert_eq!(status, 400);
+    // A reason, a sane TTL, known fields.
+    for body in [
+        json!({"to": "dan@corp", "reason": "  "}),
+        json!({"to": "dan@corp", "reason": "r", "ttl_seconds": 0}),
+        json!({"to": "dan@corp", "reason": "r", "ttl_seconds": 3601}),
+        json!({"to": "dan@corp", "reason": "r", "ttl": "5m"}),
+        json!({"reason": "r"}),
+    ] {
+        let (status, e) = rig.call("alice", "POST", &path, Some(body.clone())).await;
+        assert_eq!(
+            (status, error(&e)),
+            (400, "bad_request".into()),
+            "{body}: {e}"
+        );
+    }
+    // Only the owner or an operator may offer it: not another plain user, not anonymously.
+    let (status, e) = rig
+        .call("dan", "POST", &path, handoff_body("dan@corp"))
+        .await;
+    assert_eq!((status, error(&e)), (403, "forbidden".into()));
+    let (status, _) = rig.call("", "POST", &path, handoff_body("dan@corp")).await;
+    assert_eq!(status, 401);
+    let (status, h) = rig
+        .call("olga", "POST", &path, handoff_body("dan@corp"))
+        .await;
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(h["requested_by"], "olga@corp");
+    assert_eq!(h["from"], "alice@corp");
+    // One pending offer per session.
+    let (status, e) = rig
+        .call("alice", "POST", &path, handoff_body("dan@corp"))
+        .await;
+    assert_eq!((status, error(&e)), (409, "conflict".into()));
+    // Only the addressee accepts.
+    let (status, _) = rig.call("erin", "POST", &accept, None).await;
+    assert_eq!(status, 404);
+    let (status, _) = rig.call("olga", "POST", &accept, None).await;
+    assert_eq!(status, 404);
+    // dan loses his policy before accepting: refused, alice keeps the session.
+    rig.control
+        .delete_resource(
+            wg_domain::resources::Kind::Policy,
+            "prod-oncall",
+            "admin@local",
+        )
+        .await
+        .unwrap();
+    let (status, e) = rig.call("dan", "POST", &accept, None).await;
+    assert_eq!((status, error(&e)), (403, "policy_denied".into()), "{e}");
+    assert_eq!(
+        rig.owner(&id).await,
+        ("alice@corp".into(), Some("prod-sre".into()))
+    );
+    assert_eq!(rig.used("actor", "alice@corp").await, 1);
+    assert_eq!(rig.used("actor", "dan@corp").await, 0);
+    assert!(rig.events(&id, "session.handoff.accepted").await.is_empty());
+
+    // A session that is not live cannot be handed off.
+    rig.control.terminate(&id, "done", "admin@local").await.ok();
+    let closing = rig
+        .control
+        .store()
+        .get_session(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        closing.state,
+        SessionState::Closing | SessionState::Closed
+    ));
+    let (status, e) = rig
+        .call("alice", "POST", &path, handoff_body("svc_deploy"))
+        .await;
+    assert_eq!((status, error(&e)), (409, "conflict".into()), "{e}");
+}
+
+#[tokio::test]
+async fn an_accept_after_the_window_is_refused_as_expired_once() {
+    let rig = Rig::new().await;
+    let id = rig.live_session("alice@corp").await;
+    let body = json!({"to": "dan@corp", "reason": "shift change", "ttl_seconds": 1});
+    let (status, h) = rig
+        .call(
+            "alice",
+            "POST",
+            &format!("/api/v1/sessions/{id}/handoff"),
+            Some(body),
+        )
+        .await;
+    assert_eq!((status, h["ttl_seconds"].as_u64()), (200, Some(1)));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let accept = format!("/api/v1/sessions/{id}/accept");
+    for _ in 0..2 {
+        let (status, e) = rig.call("dan", "POST", &accept, None).await;
+        assert_eq!(
+            (status, e["error"].as_str()),
+            (410, Some("handoff_expired")),
+            "{e}"
+        );
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("alice@corp keeps the session")
+        );
+    }
+    assert_eq!(
+        rig.owner(&id).await,
+        ("alice@corp".into(), Some("prod-sre".into()))
+    );
+    let expired = rig.events(&id, "session.handoff.expired").await;
+    assert_eq!(expired.len(), 1, "expired once");
+    assert_eq!(expired[0]["actor"], "dan@corp");
+    assert_eq!(rig.control.expire_handoffs().await.unwrap(), 0);
+    // The view no longer shows it; a new offer can be made.
+    let (_, view) = rig
+        .call("admin", "GET", &format!("/api/v1/sessions/{id}"), None)
+        .await;
+    assert_eq!(view["handoff"], Value::Null);
+    let (status, _) = rig
+        .call(
+            "alice",
+            "POST",
+            &format!("/api/v1/sessions/{id}/handoff"),
+            handoff_body("dan@corp"),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn the_sweeper_expires_unanswered_offers() {
+    let rig = Rig::new().await;
+    let id = rig.live_session("alice@corp").await;
+    let body = json!({"to": "dan@corp", "reason": "shift change", "ttl_seconds": 1});
+    let (status, _) = rig
+        .call(
+            "alice",
+            "POST",
+            &format!("/api/v1/sessions/{id}/handoff"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        rig.control.expire_handoffs().await.unwrap(),
+        0,
+        "not yet due"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(rig.control.expire_handoffs().await.unwrap(), 1);
+    let expired = rig.events(&id, "session.handoff.expired").await;
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0]["actor"], "system");
+    let (status, e) = rig
+        .call(
+            "dan",
+            "POST",
+            &format!("/api/v1/sessions/{id}/accept"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (410, Some("handoff_expired"))
+    );
+    assert_eq!(rig.events(&id, "session.handoff.expired").await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_accept_over_the_new_owners_limit_is_refused() {
+    let rig = Rig::new().await;
+    rig.control
+        .apply(
+            "kind: user\nname: dan@corp\ngroups: [oncall]\nmaxSessionsPerUser: 1\n",
+            "admin@local",
+        )
+        .await
+        .unwrap();
+    let _dans = rig.live_session("dan@corp").await;
+    let id = rig.live_session("alice@corp").await;
+    let (status, _) = rig
+        .call(
+            "alice",
+            "POST",
+            &format!("/api/v1/sessions/{id}/handoff"),
+            handoff_body("dan@corp"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, e) = rig
+        .call(
+            "dan",
+            "POST",
+            &format!("/api/v1/sessions/{id}/accept"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 429, "{e}");
+    assert_eq!(e["error"], "concurrency_limit");
+    assert_eq!(e["scope"], "actor");
+    assert_eq!(e["limit"], 1);
+    assert_eq!(e["target"], "web-01.prod");
+    assert_eq!(rig.owner(&id).await.0, "alice@corp");
+    assert_eq!(rig.used("actor", "alice@corp").await, 1);
+    assert_eq!(rig.used("actor", "dan@corp").await, 1);
+}
+
+#[tokio::test]
+async fn tokens_for_principals_and_whoami() {
+    let rig = Rig::new().await;
+    let (status, me) = rig.call("dan", "GET", "/api/v1/whoami", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(me, json!({"principal": "dan@corp", "role": null}));
+    let (_, me) = rig.call("olga", "GET", "/api/v1/whoami", None).await;
+    assert_eq!(me["role"], "operator");
+    let (status, _) = rig.call("", "GET", "/api/v1/whoami", None).await;
+    assert_eq!(status, 401);
+
+    // Admins issue tokens for existing users and service principals; a token is shown once.
+    let (status, t) = rig
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"principal": "svc_deploy"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["principal"], "svc_deploy");
+    let token = t["token"].as_str().unwrap();
+    assert!(token.starts_with("wgt_") && token.len() == 52, "{token}");
+    let (principal, role) = rig
+        .control
+        .principal_for_token(token)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((principal.as_str(), role), ("svc_deploy", None));
+    let (status, e) = rig
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"principal": "ghost@corp"})),
+        )
+        .await;
+    assert_eq!((status, e["error"].as_str()), (404, Some("not_found")));
+    let (status, _) = rig
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"principal": "x", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    for who in ["dan", "olga"] {
+        let (status, _) = rig
+            .call(
+                who,
+                "POST",
+                "/api/v1/tokens",
+                Some(json!({"principal": "dan@corp"})),
+            )
+            .await;
+        assert_eq!(status, 403, "{who}");
+    }
+    // Plain users are not auditors.
+    let (status, _) = rig.call("dan", "GET", "/api/v1/sessions", None).await;
+    assert_eq!(status, 403);
+    let (_, audit) = rig
+        .call("admin", "GET", "/api/v1/audit?kind=token.created", None)
+        .await;
+    let events = audit["events"].as_array().unwrap();
+    assert_eq!(events.len(), 5);
+    assert!(!audit.to_string().contains(token));
+}
+
+#[test]
+fn the_openapi_document_describes_the_new_routes() {
+    let doc = serde_json::to_value(crate::api::spec()).unwrap();
+    for path in [
+        "/api/v1/sessions/{id}/handoff",
+        "/api/v1/sessions/{id}/accept",
+        "/api/v1/tokens",
+        "/api/v1/whoami",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    for schema in [
+        "HandoffRequest",
+        "HandoffView",
+        "TokenCreateRequest",
+        "TokenCreated",
+        "WhoAmI",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "{schema} missing"
+        );
+    }
+}
