@@ -1510,11 +1510,14 @@ async fn slots_are_taken_atomically_and_released_once(db: &TestDb) {
     assert_eq!(usage(&store, "actor", "alice@corp").await, 2);
 }
 
+/// Approvals racing for the last slots through two store handles (two control-plane replicas,
+/// each deciding for its own gateway) never exceed the limit: the slot is taken in the database.
 async fn racing_approvals_never_exceed_a_limit(db: &TestDb) {
     let store = db.store().await;
+    let replicas = [store.clone(), db.store().await];
     let mut tasks = Vec::new();
     for i in 0..12 {
-        let store = store.clone();
+        let store = replicas[usize::try_from(i).unwrap() % 2].clone();
         tasks.push(tokio::spawn(async move {
             let s = session(3_000 + i, "bob@corp", "db-01");
             store.insert_session(&s, None).await.unwrap();
