@@ -13,7 +13,7 @@ mod common;
 use std::process::Child;
 use std::time::Duration;
 
-use common::{Rig, type_line, wait_output, wait_until};
+use common::{Rig, read, type_line, wait_output, wait_until};
 
 /// A target reachable by alice under a policy with the given reconnect mode and grace.
 fn target_with(rig: &Rig, name: &str, mode: &str, grace: &str) {
@@ -206,5 +206,37 @@ fn strict_closes_at_once_when_the_client_drops() {
     assert!(!kinds(&rig, &id).iter().any(|k| k == "session.detached"));
     wait_until("target leg gone", Duration::from_secs(3), || {
         rig.target_connections() == 0
+    });
+}
+
+#[test]
+fn the_owner_takes_over_a_stuck_session_by_its_id() {
+    let rig = Rig::start();
+    let out1 = rig.path("old.out");
+    let mut c1 = rig.shell("alice", "alice@corp:dev1", &out1);
+    let id = rig.wait_one_session();
+    type_line(&mut c1, "export WG_Y=still; echo T1=$(tty) N=$((5+5))");
+    let text = wait_output(&out1, "N=10");
+    let tty1 = tty_after(&text, "T1");
+    // A plain second login is a second session, never a hijack of the first...
+    let other = rig
+        .ssh("alice", "alice@corp:dev1", &["echo second"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&other.stdout), "second\n");
+    // ...while naming the session takes it over.
+    let out2 = rig.path("new.out");
+    let mut c2 = rig.shell("alice", &format!("alice@corp:{id}"), &out2);
+    type_line(&mut c2, "echo T2=$(tty) Y=$WG_Y N=$((6+6))");
+    let text = wait_output(&out2, "N=12");
+    assert_eq!(tty_after(&text, "T2"), tty1);
+    assert!(text.contains("Y=still"), "{text}");
+    let st = c1.wait().unwrap();
+    assert_ne!(st.code(), Some(0));
+    assert!(read(&out1.with_extension("err")).contains("attached to this session"));
+    type_line(&mut c2, "exit");
+    assert_eq!(c2.wait().unwrap().code(), Some(0));
+    wait_until("closed", Duration::from_secs(5), || {
+        rig.session(&id)["state"] == "closed"
     });
 }
