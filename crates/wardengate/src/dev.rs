@@ -97,36 +97,16 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     // Control plane: gRPC for gateways, REST for operators.
     let gateway_token = wg_domain::ids::random_hex(24)?;
-    let grpc_listener = tokio::net::TcpListener::bind(args.grpc_addr)
-        .await
-        .with_context(|| format!("binding the gateway gRPC listener {}", args.grpc_addr))?;
-    let grpc_addr = grpc_listener.local_addr()?;
-    let grpc = wg_control::grpc::GatewayService::new(control.clone(), gateway_token.clone());
-    let grpc_shutdown = shutdown.clone();
-    let grpc_task = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
-        if let Err(e) = tonic::transport::Server::builder()
-            .add_service(grpc.into_server())
-            .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "gateway gRPC server failed");
-        }
-    });
-    let api_listener = tokio::net::TcpListener::bind(args.api_addr)
-        .await
-        .with_context(|| format!("binding the API listener {}", args.api_addr))?;
-    let api_addr = api_listener.local_addr()?;
-    let api_shutdown = shutdown.clone();
-    let router = wg_control::api::router(control.clone());
-    let api_task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(api_listener, router)
-            .with_graceful_shutdown(api_shutdown.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "API server failed");
-        }
-    });
+    let served = serve_control(
+        control.clone(),
+        args.grpc_addr,
+        args.api_addr,
+        Some(gateway_token.clone()),
+        wg_control::DEFAULT_LEASE,
+        shutdown.clone(),
+    )
+    .await?;
+    let (grpc_addr, api_addr) = (served.grpc_addr, served.api_addr);
 
     // Demo target and its resources.
     let demo_addr = start_demo(dir, &control, shutdown.clone()).await?;
@@ -156,10 +136,11 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             ssh_addr: args.ssh_addr,
             advertise_address: None,
             recordings_root: recordings.clone(),
-            control_url: format!("http://{grpc_addr}"),
+            control_urls: vec![format!("http://{grpc_addr}")],
             control_token: gateway_token,
             progress_interval: Duration::from_secs(1),
             max_active: (args.max_active > 0).then_some(args.max_active),
+            heartbeat_interval: None,
         },
         gateway_key,
     )
@@ -179,13 +160,76 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     eprintln!("wardengate: shutting down");
     gateway.shutdown().await;
     shutdown.cancel();
-    let _ = grpc_task.await;
-    let _ = api_task.await;
+    served.join().await;
     let _ = sweeper.await;
     Ok(())
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+/// The control plane's listeners, serving until their shutdown token is cancelled.
+pub(crate) struct Served {
+    /// The bound gateway gRPC address.
+    pub(crate) grpc_addr: SocketAddr,
+    /// The bound REST API address.
+    pub(crate) api_addr: SocketAddr,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl Served {
+    /// Waits for both servers to stop.
+    pub(crate) async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Binds and serves the gateway gRPC service and the REST API of `control` (the same for `dev`
+/// and `control`); `dev_token` admits the in-process dev gateway.
+pub(crate) async fn serve_control(
+    control: ControlPlane,
+    grpc_addr: SocketAddr,
+    api_addr: SocketAddr,
+    dev_token: Option<String>,
+    lease: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Served> {
+    let grpc_listener = tokio::net::TcpListener::bind(grpc_addr)
+        .await
+        .with_context(|| format!("binding the gateway gRPC listener {grpc_addr}"))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let grpc = wg_control::grpc::GatewayService::new(control.clone(), dev_token, lease);
+    let grpc_shutdown = shutdown.clone();
+    let grpc_task = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(grpc.into_server())
+            .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "gateway gRPC server failed");
+        }
+    });
+    let api_listener = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .with_context(|| format!("binding the API listener {api_addr}"))?;
+    let api_addr = api_listener.local_addr()?;
+    let router = wg_control::api::router(control);
+    let api_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(api_listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "API server failed");
+        }
+    });
+    Ok(Served {
+        grpc_addr,
+        api_addr,
+        tasks: [grpc_task, api_task],
+    })
+}
+
+pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.exists() {
         if !dir.is_dir() {
@@ -349,7 +393,7 @@ fn print_welcome(
     print!("{out}");
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

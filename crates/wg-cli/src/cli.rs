@@ -109,12 +109,79 @@ pub enum Command {
         after_help = "Example:\n  WGCTL_TOKEN=$(wgctl token create dan@corp) wgctl session accept sess_a91c7f20bb48"
     )]
     Token(TokenCmd),
+    /// List gateways, issue join tokens, revoke gateways.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wgctl gateway list\n  wgctl gateway token create --pool us --ttl 1h\n  wgctl gateway remove gw-us-2"
+    )]
+    Gateway(GatewayCmd),
     /// Show concurrency use against limits.
     #[command(
         subcommand,
         after_help = "Examples:\n  wgctl limits usage\n  wgctl limits usage --actor alice@corp\n  wgctl limits usage --target web-01.prod -o json"
     )]
     Limits(LimitsCmd),
+}
+
+/// `wgctl gateway …`
+#[derive(Debug, Subcommand)]
+pub enum GatewayCmd {
+    /// Every gateway: pool, address, version, live sessions, last heartbeat, state.
+    #[command(after_help = "Example:\n  wgctl gateway list -o json")]
+    List(GatewayListArgs),
+    /// One-time join tokens for new gateways (admins only).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  wgctl gateway token create --pool us --ttl 1h\n  wgctl gateway token list"
+    )]
+    Token(GatewayTokenCmd),
+    /// Revoke a gateway: its credential is refused and its stream cut (admins only).
+    #[command(after_help = "Example:\n  wgctl gateway remove gw-us-2")]
+    Remove(GatewayRemoveArgs),
+}
+
+/// `wgctl gateway list` flags.
+#[derive(Debug, Args)]
+pub struct GatewayListArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Table)]
+    pub output: ListFormat,
+}
+
+/// `wgctl gateway remove` arguments.
+#[derive(Debug, Args)]
+pub struct GatewayRemoveArgs {
+    /// The gateway, e.g. gw-us-2.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// `wgctl gateway token …`
+#[derive(Debug, Subcommand)]
+pub enum GatewayTokenCmd {
+    /// Create a one-time join token for a pool; the token alone goes to standard output.
+    #[command(
+        after_help = "Put the token in the gateway's config (joinToken) and start it: it joins as\n\
+gw-POOL-N and the token is spent.\n\nExample:\n  wgctl gateway token create --pool us --ttl 1h"
+    )]
+    Create(GatewayTokenCreateArgs),
+    /// Every join token (never the token itself): pool, expiry, state, the gateway that used it.
+    #[command(after_help = "Example:\n  wgctl gateway token list")]
+    List(GatewayListArgs),
+}
+
+/// `wgctl gateway token create` flags.
+#[derive(Debug, Args)]
+pub struct GatewayTokenCreateArgs {
+    /// The pool (a-z, 0-9, '-'); the gateway's name becomes gw-POOL-N.
+    #[arg(long)]
+    pub pool: String,
+    /// How long the token is accepted (default 1h, at most 7 days), e.g. 30m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub ttl: Option<Duration>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ShowFormat::Text)]
+    pub output: ShowFormat,
 }
 
 /// `wgctl limits …`

@@ -636,6 +636,34 @@ fn limits_usage_table() {
     insta::assert_snapshot!(out);
 }
 
+#[test]
+fn gateway_list_table() {
+    let rows = vec![
+        wg_domain::api::GatewayView {
+            name: "gw-us-1".into(),
+            pool: "us".into(),
+            address: "gw1.example.net:2222".into(),
+            version: "0.1.0".into(),
+            live_sessions: 12,
+            last_heartbeat: "2026-11-29T18:02:11Z".into(),
+            state: "live".into(),
+        },
+        wg_domain::api::GatewayView {
+            name: "gw-us-2".into(),
+            pool: "us".into(),
+            address: "gw2.example.net:2222".into(),
+            version: "0.1.0".into(),
+            live_sessions: 0,
+            last_heartbeat: "2026-11-29T17:58:40Z".into(),
+            state: "lost".into(),
+        },
+    ];
+    let out = render::gateway_list(&rows);
+    assert!(out.starts_with("NAME     POOL  ADDRESS"), "{out}");
+    assert!(out.lines().nth(2).unwrap().ends_with("lost"), "{out}");
+    insta::assert_snapshot!(out);
+}
+
 /// The seed's `session handoff` output, copied verbatim.
 const SEED_HANDOFF: &str = "\
 handoff requested -> dan@corp

@@ -607,3 +607,56 @@ pub fn terminate_matching(r: &wg_domain::api::BulkTerminateResponse) -> String {
     ));
     out
 }
+
+/// `wgctl gateway list`: `NAME POOL ADDRESS VERSION SESSIONS LAST HEARTBEAT STATE`.
+pub fn gateway_list(rows: &[wg_domain::api::GatewayView]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|g| {
+            vec![
+                clean(&g.name),
+                clean(&g.pool),
+                clean(&g.address),
+                clean(&g.version),
+                g.live_sessions.to_string(),
+                clean(&g.last_heartbeat),
+                clean(&g.state),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "POOL",
+            "ADDRESS",
+            "VERSION",
+            "SESSIONS",
+            "LAST HEARTBEAT",
+            "STATE",
+        ],
+        &[],
+        &rows,
+    )
+}
+
+/// `wgctl gateway token list`: `ID POOL STATE USED BY CREATED BY EXPIRES`.
+pub fn join_tokens(rows: &[wg_domain::api::JoinTokenView]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|t| {
+            vec![
+                clean(&t.id),
+                clean(&t.pool),
+                clean(&t.state),
+                t.used_by.as_deref().map_or_else(|| NONE.to_owned(), clean),
+                clean(&t.created_by),
+                clean(&t.expires_at),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "POOL", "STATE", "USED BY", "CREATED BY", "EXPIRES"],
+        &[],
+        &rows,
+    )
+}

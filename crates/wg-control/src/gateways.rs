@@ -78,6 +78,11 @@ impl GatewayRegistry {
             .remove_if(name, |_, c| c.generation == generation);
     }
 
+    /// Cuts a gateway's command stream (it was revoked): dropping the sender ends the stream.
+    pub fn kick(&self, name: &str) {
+        self.inner.gateways.remove(name);
+    }
+
     /// The connection of a gateway, if connected.
     pub fn get(&self, name: &str) -> Option<GatewayConn> {
         self.inner.gateways.get(name).map(|c| c.clone())

@@ -1,9 +1,10 @@
 //! The gateway-facing gRPC service (`wardengate.v1.GatewayControl`).
 //!
-//! Every call must carry `authorization: Bearer <gateway token>` metadata; in `dev` mode the token
-//! is generated at start and handed to the in-process gateway. (Join tokens and mutual TLS for
-//! standalone gateways come with the cluster work.) Each call names its gateway; a gateway may only
-//! report on its own sessions.
+//! Every call but `Join` must carry `authorization: Bearer <credential>` metadata: a standalone
+//! gateway's credential (issued when it joined with a one-time join token; the gateway's identity
+//! is the one the credential belongs to, whatever name a request claims), or in `dev` mode the
+//! token generated at start and handed to the in-process gateway. A gateway may only report on its
+//! own sessions. (Mutual TLS with a control-plane CA is the next step; see ARCHITECTURE.md.)
 
 use std::pin::Pin;
 
@@ -14,8 +15,9 @@ use wg_domain::audit::{NewAuditEvent, kinds};
 use wg_domain::{ErrorCode, lifecycle::EndReason};
 use wg_proto::v1::{
     Ack, AuthenticateActorRequest, AuthenticateActorResponse, CommandResult, CommandStreamRequest,
-    Credential, GatewayCommand, ProgressBatch, SessionDecision, SessionReport, SessionRequest,
-    credential, gateway_control_server::GatewayControl,
+    Credential, GatewayCommand, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse,
+    ProgressBatch, SessionDecision, SessionReport, SessionRequest, credential,
+    gateway_control_server::GatewayControl,
 };
 
 use crate::service::{Report, SessionAsk};
@@ -26,7 +28,33 @@ use crate::{ControlError, ControlPlane};
 #[derive(Clone)]
 pub struct GatewayService {
     control: ControlPlane,
-    token: String,
+    dev_token: Option<String>,
+    lease: std::time::Duration,
+}
+
+/// Who is calling.
+enum Caller {
+    /// The in-process `dev` gateway (its requests name it).
+    Dev,
+    /// A joined gateway, by name.
+    Gateway(String),
+}
+
+impl Caller {
+    /// The gateway a request is from: a joined gateway is who its credential says, and a
+    /// request claiming another name is refused.
+    fn gateway(&self, claimed: &str) -> Result<String, Status> {
+        match self {
+            Caller::Dev if claimed.is_empty() => {
+                Err(Status::invalid_argument("gateway name is required"))
+            }
+            Caller::Dev => Ok(claimed.to_owned()),
+            Caller::Gateway(name) if claimed.is_empty() || claimed == name => Ok(name.clone()),
+            Caller::Gateway(name) => Err(Status::permission_denied(format!(
+                "gateway {name} cannot speak for {claimed}"
+            ))),
+        }
+    }
 }
 
 impl std::fmt::Debug for GatewayService {
@@ -36,9 +64,18 @@ impl std::fmt::Debug for GatewayService {
 }
 
 impl GatewayService {
-    /// A service accepting gateways that present `token`.
-    pub fn new(control: ControlPlane, token: String) -> Self {
-        GatewayService { control, token }
+    /// A service accepting joined gateways (by their credentials) and, when `dev_token` is
+    /// given, the in-process `dev` gateway presenting it. `lease` is told to gateways.
+    pub fn new(
+        control: ControlPlane,
+        dev_token: Option<String>,
+        lease: std::time::Duration,
+    ) -> Self {
+        GatewayService {
+            control,
+            dev_token,
+            lease,
+        }
     }
 
     /// Wraps the service for tonic's router.
@@ -46,17 +83,27 @@ impl GatewayService {
         wg_proto::v1::gateway_control_server::GatewayControlServer::new(self)
     }
 
-    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    async fn authorize<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         let presented = req
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if constant_time_eq(presented.as_bytes(), self.token.as_bytes()) {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated("invalid gateway credentials"))
+        if presented.is_empty() {
+            return Err(Status::unauthenticated("missing gateway credentials"));
+        }
+        if let Some(dev) = &self.dev_token
+            && constant_time_eq(presented.as_bytes(), dev.as_bytes())
+        {
+            return Ok(Caller::Dev);
+        }
+        match self.control.gateway_for_credential(presented).await {
+            Ok(Some(g)) => Ok(Caller::Gateway(g.name)),
+            Ok(None) => Err(Status::unauthenticated(
+                "invalid gateway credentials (unknown or revoked gateway)",
+            )),
+            Err(e) => Err(status(e)),
         }
     }
 }
@@ -101,14 +148,70 @@ type CommandStream = Pin<Box<dyn Stream<Item = Result<GatewayCommand, Status>> +
 impl GatewayControl for GatewayService {
     type CommandStreamStream = CommandStream;
 
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let req = request.into_inner();
+        let (name, pool, credential) = self
+            .control
+            .join_gateway(&req.join_token, &req.address, &req.version)
+            .await
+            .map_err(status)?;
+        tracing::info!(gateway = %name, pool = %pool, address = %req.address, "gateway joined");
+        Ok(Response::new(JoinResponse {
+            name,
+            pool,
+            credential,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let caller = self.authorize(&request).await?;
+        let req = request.into_inner();
+        let closed_sessions = match &caller {
+            Caller::Gateway(name) => self
+                .control
+                .heartbeat(
+                    name,
+                    &req.live_sessions,
+                    nonempty(req.address).as_deref(),
+                    nonempty(req.version).as_deref(),
+                )
+                .await
+                .map_err(status)?,
+            // The dev gateway lives in the control plane's process: no lease to renew.
+            Caller::Dev => Vec::new(),
+        };
+        Ok(Response::new(HeartbeatResponse {
+            closed_sessions,
+            lease_ms: u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX),
+        }))
+    }
+
     async fn command_stream(
         &self,
         request: Request<CommandStreamRequest>,
     ) -> Result<Response<Self::CommandStreamStream>, Status> {
-        self.authorize(&request)?;
-        let req = request.into_inner();
-        if req.gateway.is_empty() {
-            return Err(Status::invalid_argument("gateway name is required"));
+        let caller = self.authorize(&request).await?;
+        let mut req = request.into_inner();
+        req.gateway = caller.gateway(&req.gateway)?;
+        if let Caller::Gateway(name) = &caller {
+            self.control
+                .heartbeat(name, &[], Some(&req.address), Some(&req.version))
+                .await
+                .map_err(status)?;
+            if req.restarted {
+                // The process restarted: what the control plane still has open on it is gone.
+                let n = self
+                    .control
+                    .reconcile_gateway_restart(name)
+                    .await
+                    .map_err(status)?;
+                if n > 0 {
+                    tracing::warn!(gateway = %name, sessions = n, "closed sessions of a restarted gateway");
+                }
+            }
         }
         let registry = self.control.gateways().clone();
         let (rx, generation) = registry.connect(&req.gateway, &req.address, &req.version);
@@ -142,7 +245,7 @@ impl GatewayControl for GatewayService {
         &self,
         request: Request<CommandResult>,
     ) -> Result<Response<Ack>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         self.control.gateways().complete(request.into_inner());
         Ok(Response::new(Ack {}))
     }
@@ -151,7 +254,7 @@ impl GatewayControl for GatewayService {
         &self,
         request: Request<AuthenticateActorRequest>,
     ) -> Result<Response<AuthenticateActorResponse>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         let req = request.into_inner();
         let login = nonempty(req.login_actor);
         let found = self
@@ -173,11 +276,12 @@ impl GatewayControl for GatewayService {
         &self,
         request: Request<SessionRequest>,
     ) -> Result<Response<SessionDecision>, Status> {
-        self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let req = request.into_inner();
-        let gateway_address = self.control.gateways().get(&req.gateway).map(|g| g.address);
+        let gateway = caller.gateway(&req.gateway)?;
+        let gateway_address = self.control.gateways().get(&gateway).map(|g| g.address);
         let ask = SessionAsk {
-            gateway: req.gateway,
+            gateway,
             gateway_address,
             actor: req.actor,
             target: req.target,
@@ -231,8 +335,9 @@ impl GatewayControl for GatewayService {
         &self,
         request: Request<SessionReport>,
     ) -> Result<Response<Ack>, Status> {
-        self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let r = request.into_inner();
+        let gateway = caller.gateway(&r.gateway)?;
         let end_reason = if r.end_reason.is_empty() {
             None
         } else {
@@ -258,7 +363,7 @@ impl GatewayControl for GatewayService {
             pty: r.pty.map(|p| (p.term, p.cols, p.rows)),
         };
         self.control
-            .report(&r.gateway, report)
+            .report(&gateway, report)
             .await
             .map_err(status)?;
         Ok(Response::new(Ack {}))
@@ -268,10 +373,11 @@ impl GatewayControl for GatewayService {
         &self,
         request: Request<wg_proto::v1::SessionEvent>,
     ) -> Result<Response<Ack>, Status> {
-        self.authorize(&request)?;
+        let caller = self.authorize(&request).await?;
         let e = request.into_inner();
+        let gateway = caller.gateway(&e.gateway)?;
         self.control
-            .record_gateway_event(&e.gateway, &e.session_id, &e.kind, &e.details_json)
+            .record_gateway_event(&gateway, &e.session_id, &e.kind, &e.details_json)
             .await
             .map_err(status)?;
         Ok(Response::new(Ack {}))
@@ -281,7 +387,7 @@ impl GatewayControl for GatewayService {
         &self,
         request: Request<ProgressBatch>,
     ) -> Result<Response<Ack>, Status> {
-        self.authorize(&request)?;
+        self.authorize(&request).await?;
         let batch = request.into_inner();
         for s in batch.sessions {
             let last = (s.last_input_ms > 0).then_some(s.last_input_ms);

@@ -18,4 +18,6 @@ pub mod vault;
 mod views;
 
 pub use error::ControlError;
-pub use service::{BOOTSTRAP_ADMIN, ControlConfig, ControlPlane, SessionOwner, SessionQuery};
+pub use service::{
+    BOOTSTRAP_ADMIN, ControlConfig, ControlPlane, DEFAULT_LEASE, SessionOwner, SessionQuery,
+};

@@ -395,3 +395,80 @@ pub struct WhoAmI {
     #[schema(value_type = Option<String>)]
     pub role: Option<Role>,
 }
+
+/// `POST /api/v1/gateways/tokens` body: a one-time join token for a gateway pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinTokenRequest {
+    /// The pool the joining gateway enters (1–32 of `a-z 0-9 -`); its name becomes `gw-POOL-N`.
+    pub pool: String,
+    /// Lifetime in seconds (default 3600, at most 7 days).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// `POST /api/v1/gateways/tokens` response. The token is shown here once; only its SHA-256 is
+/// stored.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JoinTokenCreated {
+    /// The join token (`wgj_…`), for the gateway's config (`joinToken`).
+    pub token: String,
+    /// Its pool.
+    pub pool: String,
+    /// When it stops being accepted (RFC 3339).
+    pub expires_at: String,
+}
+
+impl std::fmt::Debug for JoinTokenCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinTokenCreated")
+            .field("pool", &self.pool)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One join token in `GET /api/v1/gateways/tokens` (never the token itself).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JoinTokenView {
+    /// The first 12 hex digits of the token's SHA-256.
+    pub id: String,
+    /// Its pool.
+    pub pool: String,
+    /// Who created it.
+    pub created_by: String,
+    /// When (RFC 3339).
+    pub created_at: String,
+    /// When it stops being accepted (RFC 3339).
+    pub expires_at: String,
+    /// `unused`, `used` or `expired`.
+    pub state: String,
+    /// The gateway that joined with it.
+    pub used_by: Option<String>,
+}
+
+/// One gateway in `GET /api/v1/gateways`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GatewayView {
+    /// Its name, e.g. `gw-us-1`.
+    pub name: String,
+    /// Its pool (`-` for the in-process `dev` gateway).
+    pub pool: String,
+    /// The address clients reach it on.
+    pub address: String,
+    /// Its software version.
+    pub version: String,
+    /// Sessions not closed on it.
+    pub live_sessions: u64,
+    /// Its last heartbeat (RFC 3339).
+    pub last_heartbeat: String,
+    /// `live`, `lost` or `removed`.
+    pub state: String,
+}
+
+/// `GET /api/v1/gateways` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GatewayList {
+    /// Every gateway, by name.
+    pub gateways: Vec<GatewayView>,
+}

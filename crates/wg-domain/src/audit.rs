@@ -64,6 +64,10 @@ pub mod kinds {
     pub const TOKEN_CREATED: &str = "token.created";
     /// A gateway connected to the control plane.
     pub const GATEWAY_JOINED: &str = "gateway.joined";
+    /// A one-time gateway join token was created (never the token).
+    pub const GATEWAY_TOKEN_CREATED: &str = "gateway.token.created";
+    /// A gateway was revoked (`wgctl gateway remove`).
+    pub const GATEWAY_REMOVED: &str = "gateway.removed";
     /// A gateway missed its lease.
     pub const GATEWAY_LOST: &str = "gateway.lost";
 }

@@ -50,11 +50,35 @@ impl ControlClient {
     /// # Errors
     /// [`ControlCallError`] when the endpoint is invalid or unreachable.
     pub async fn connect(url: &str, token: &str, gateway: &str) -> Result<Self, ControlCallError> {
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
+        Self::connect_any(&[url.to_owned()], token, gateway).await
+    }
+
+    /// Connects to several control-plane replicas (calls go to any reachable one, so losing a
+    /// replica fails calls over to the others). With one URL the connection is made at once, so
+    /// that an unreachable control plane is reported at start.
+    ///
+    /// # Errors
+    /// [`ControlCallError`] when an endpoint is invalid, or the single one is unreachable.
+    pub async fn connect_any(
+        urls: &[String],
+        token: &str,
+        gateway: &str,
+    ) -> Result<Self, ControlCallError> {
+        let endpoints = urls
+            .iter()
+            .map(|u| {
+                Endpoint::from_shared(u.clone()).map(|e| {
+                    e.connect_timeout(Duration::from_secs(5))
+                        .tcp_nodelay(true)
+                        .http2_keep_alive_interval(Duration::from_secs(5))
+                        .keep_alive_timeout(Duration::from_secs(5))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let channel = match endpoints.as_slice() {
+            [one] => one.connect().await?,
+            _ => Channel::balance_list(endpoints.into_iter()),
+        };
         let auth = format!("Bearer {token}")
             .parse()
             .map_err(|_| ControlCallError::BadToken)?;
@@ -63,6 +87,66 @@ impl ControlClient {
             auth: Arc::new(auth),
             gateway: gateway.into(),
         })
+    }
+
+    /// Redeems a one-time join token at the first reachable of `urls`: returns the gateway's
+    /// name, pool and credential.
+    ///
+    /// # Errors
+    /// The last control plane's error when none accepts the token.
+    pub async fn join(
+        urls: &[String],
+        join_token: &str,
+        address: &str,
+    ) -> Result<(String, String, String), ControlCallError> {
+        let mut last = None;
+        for url in urls {
+            let attempt = async {
+                let channel = Endpoint::from_shared(url.clone())?
+                    .connect_timeout(Duration::from_secs(5))
+                    .connect()
+                    .await?;
+                let resp = GatewayControlClient::new(channel)
+                    .join(wg_proto::v1::JoinRequest {
+                        join_token: join_token.to_owned(),
+                        address: address.to_owned(),
+                        version: env!("CARGO_PKG_VERSION").to_owned(),
+                    })
+                    .await?
+                    .into_inner();
+                Ok::<_, ControlCallError>((resp.name, resp.pool, resp.credential))
+            };
+            match attempt.await {
+                Ok(joined) => return Ok(joined),
+                // A refusal is an answer: another replica would give the same one.
+                Err(ControlCallError::Status(s)) => return Err(ControlCallError::Status(s)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(ControlCallError::BadToken))
+    }
+
+    /// Renews the lease; returns the sessions of `live` the control plane has closed.
+    ///
+    /// # Errors
+    /// Transport or status errors.
+    pub async fn heartbeat(
+        &self,
+        live: Vec<String>,
+        address: &str,
+    ) -> Result<Vec<String>, ControlCallError> {
+        Ok(self
+            .inner
+            .clone()
+            .heartbeat(self.request(wg_proto::v1::HeartbeatRequest {
+                gateway: self.gateway.to_string(),
+                live_sessions: live,
+                address: address.to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            }))
+            .await?
+            .into_inner()
+            .closed_sessions)
     }
 
     /// This gateway's name.
@@ -189,11 +273,14 @@ pub(crate) async fn run_command_stream(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
+    // The first stream of this process tells the control plane the process (re)started.
+    let mut restarted = true;
     loop {
         let mut req = tonic::Request::new(CommandStreamRequest {
             gateway: control.gateway.to_string(),
             address: address.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            restarted,
         });
         req.metadata_mut()
             .insert("authorization", (*control.auth).clone());
@@ -205,6 +292,7 @@ pub(crate) async fn run_command_stream(
         match opened {
             Ok(resp) => {
                 backoff = Duration::from_millis(100);
+                restarted = false;
                 let mut stream = resp.into_inner();
                 loop {
                     let next = tokio::select! {
@@ -265,5 +353,32 @@ async fn execute(control: ControlClient, runtime: Arc<Runtime>, cmd: wg_proto::v
     }
     if let Err(e) = control.complete(result).await {
         tracing::warn!(error = %e, "cannot report a command result");
+    }
+}
+
+/// Renews the gateway's lease every `interval` and severs the sessions the control plane closed
+/// while it could not hear from this gateway (a gateway declared lost never resurrects them).
+pub(crate) async fn run_heartbeat(
+    control: ControlClient,
+    runtime: Arc<Runtime>,
+    interval: Duration,
+    address: String,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match control.heartbeat(runtime.session_ids(), &address).await {
+            Ok(closed) => {
+                for id in closed {
+                    runtime.sever_closed(&id);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
     }
 }

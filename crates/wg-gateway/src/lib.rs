@@ -31,8 +31,8 @@ pub struct GatewayConfig {
     pub advertise_address: Option<String>,
     /// Where recordings are spooled (`ROOT/<session>/…`).
     pub recordings_root: std::path::PathBuf,
-    /// Control-plane gRPC endpoint, e.g. `http://127.0.0.1:8081`.
-    pub control_url: String,
+    /// Control-plane gRPC endpoints (one per replica), e.g. `http://127.0.0.1:8081`.
+    pub control_urls: Vec<String>,
     /// Bearer token for the control plane.
     pub control_token: String,
     /// How often live-session progress (last input, recording size) is reported.
@@ -40,6 +40,9 @@ pub struct GatewayConfig {
     /// `gateway.maxActive`: live sessions this gateway admits at once (default 500; `None`:
     /// unlimited). Counted by the control plane with the other concurrency scopes.
     pub max_active: Option<u32>,
+    /// How often the lease is renewed (standalone gateways; `None` for the in-process `dev`
+    /// gateway, which has no lease).
+    pub heartbeat_interval: Option<Duration>,
 }
 
 /// A running gateway.
@@ -99,12 +102,13 @@ pub async fn start(
     config: GatewayConfig,
     host_key: russh::keys::PrivateKey,
 ) -> Result<GatewayHandle, GatewayError> {
-    let control = ControlClient::connect(&config.control_url, &config.control_token, &config.name)
-        .await
-        .map_err(|e| GatewayError::Control {
-            url: config.control_url.clone(),
-            message: e.to_string(),
-        })?;
+    let control =
+        ControlClient::connect_any(&config.control_urls, &config.control_token, &config.name)
+            .await
+            .map_err(|e| GatewayError::Control {
+                url: config.control_urls.join(","),
+                message: e.to_string(),
+            })?;
     let listener = tokio::net::TcpListener::bind(config.ssh_addr)
         .await
         .map_err(|source| GatewayError::Bind {
@@ -128,6 +132,15 @@ pub async fn start(
         advertise.clone(),
         shutdown.clone(),
     )));
+    if let Some(interval) = config.heartbeat_interval {
+        tasks.push(tokio::spawn(control::run_heartbeat(
+            control.clone(),
+            runtime.clone(),
+            interval,
+            advertise.clone(),
+            shutdown.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(runtime::run_progress_reporter(
         runtime.clone(),
         config.progress_interval,

@@ -246,6 +246,26 @@ impl Runtime {
         self.sessions.get(id).map(|s| s.clone())
     }
 
+    /// The IDs of the live sessions.
+    pub fn session_ids(&self) -> Vec<String> {
+        self.sessions.iter().map(|s| s.key().to_string()).collect()
+    }
+
+    /// Severs a live session the control plane has closed already (e.g. after declaring this
+    /// gateway lost); its close sequence runs as for any kill.
+    pub fn sever_closed(&self, id: &str) {
+        if let Some(s) = id.parse().ok().and_then(|id| self.get(&id)) {
+            tracing::warn!(session = %id, "the control plane closed this session; severing it");
+            s.kill(KillInfo {
+                reason: EndReason::GatewayLost,
+                by: None,
+                detail:
+                    "the control plane closed this session while it could not reach the gateway"
+                        .into(),
+            });
+        }
+    }
+
     /// Number of live sessions.
     pub fn len(&self) -> usize {
         self.sessions.len()

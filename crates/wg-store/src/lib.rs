@@ -18,12 +18,14 @@
 
 mod chain;
 mod connect;
+mod gateways;
 mod handoffs;
 mod migrate;
 mod rows;
 mod slots;
 mod sql;
 
+pub use gateways::{GatewayRecord, JoinOutcome, JoinTokenRecord};
 pub use handoffs::{
     HandoffAcceptOutcome, HandoffAcceptance, HandoffFilter, HandoffRecord, HandoffRequestOutcome,
     NewHandoff,
@@ -74,6 +76,14 @@ pub enum StoreError {
     /// An illegal session transition was asked for.
     #[error(transparent)]
     IllegalTransition(#[from] wg_domain::lifecycle::IllegalTransition),
+}
+
+impl StoreError {
+    /// Whether the database refused a row because a unique constraint or primary key already
+    /// holds its value (a racing insert won).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
 }
 
 /// Result alias.

@@ -30,6 +30,11 @@ const SQLITE: &[Migration] = &[
         name: "handoffs",
         sql: include_str!("../migrations/sqlite/0003_handoffs.sql"),
     },
+    Migration {
+        version: 4,
+        name: "gateways",
+        sql: include_str!("../migrations/sqlite/0004_gateways.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -47,6 +52,11 @@ const POSTGRES: &[Migration] = &[
         version: 3,
         name: "handoffs",
         sql: include_str!("../migrations/postgres/0003_handoffs.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "gateways",
+        sql: include_str!("../migrations/postgres/0004_gateways.sql"),
     },
 ];
 

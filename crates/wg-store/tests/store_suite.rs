@@ -16,8 +16,8 @@ use wg_domain::lifecycle::{EndReason, SessionState};
 use wg_domain::resources::{Kind, Limits, Resource, Target, User};
 use wg_store::{
     AuditFilter, HandoffAcceptOutcome, HandoffAcceptance, HandoffFilter, HandoffRequestOutcome,
-    NewHandoff, SealedSecret, SessionFilter, SessionPatch, SessionRecord, SlotClaim, SlotsFull,
-    Store, StoreError, TokenRecord,
+    JoinOutcome, JoinTokenRecord, NewHandoff, SealedSecret, SessionFilter, SessionPatch,
+    SessionRecord, SlotClaim, SlotsFull, Store, StoreError, TokenRecord,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -180,6 +180,9 @@ both_engines!(
     handoff_accept_refused_when_a_scope_of_the_new_owner_is_full,
     concurrent_handoff_accepts_have_one_winner,
     handoffs_need_a_live_session_and_end_with_it,
+    join_tokens_are_single_use_and_expire,
+    racing_joins_with_one_token_have_one_winner,
+    a_gateway_is_lost_once_and_comes_back,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2178,4 +2181,169 @@ fn public_futures_are_send(store: &Store, id: SessionId, r: &SessionRecord, e: &
     }));
     send(store.expire_handoffs(Some(id), 0, "a"));
     send(store.list_handoffs(&HandoffFilter::default()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateways
+// ---------------------------------------------------------------------------------------------
+
+fn join_token(sha: &str, expires_ms: i64) -> JoinTokenRecord {
+    JoinTokenRecord {
+        token_sha256: sha.to_owned(),
+        pool: "us".into(),
+        created_by: "admin@local".into(),
+        created_ms: 1_000,
+        expires_ms,
+        used_ms: None,
+        used_by: None,
+    }
+}
+
+fn joined_event(g: &wg_store::GatewayRecord) -> NewAuditEvent {
+    NewAuditEvent::new(kinds::GATEWAY_JOINED).actor(format!("gateway:{}", g.name))
+}
+
+async fn join_tokens_are_single_use_and_expire(db: &TestDb) {
+    let store = db.store().await;
+    let created = NewAuditEvent::new(kinds::GATEWAY_TOKEN_CREATED).actor("admin@local");
+    store
+        .create_join_token(&join_token("t1", 10_000), &created)
+        .await
+        .unwrap();
+    store
+        .create_join_token(&join_token("t2", 10_000), &created)
+        .await
+        .unwrap();
+    let first = store
+        .join_gateway("t1", "c1", "10.0.0.1:2222", "0.1.0", 5_000, joined_event)
+        .await
+        .unwrap();
+    let JoinOutcome::Joined(g) = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!((g.name.as_str(), g.state.as_str()), ("gw-us-1", "live"));
+    // Reuse, unknown token, expiry: refused, nothing created.
+    let again = store
+        .join_gateway("t1", "c9", "x", "0.1.0", 5_000, joined_event)
+        .await
+        .unwrap();
+    assert_eq!(again, JoinOutcome::Used);
+    let unknown = store
+        .join_gateway("nope", "c9", "x", "0.1.0", 5_000, joined_event)
+        .await
+        .unwrap();
+    assert_eq!(unknown, JoinOutcome::Unknown);
+    let late = store
+        .join_gateway("t2", "c9", "x", "0.1.0", 10_000, joined_event)
+        .await
+        .unwrap();
+    assert_eq!(late, JoinOutcome::Expired);
+    assert_eq!(store.list_gateways().await.unwrap().len(), 1);
+    let by_cred = store.gateway_by_credential("c1").await.unwrap().unwrap();
+    assert_eq!(by_cred.name, "gw-us-1");
+    let tokens = store.list_join_tokens().await.unwrap();
+    assert_eq!(
+        tokens
+            .iter()
+            .find(|t| t.token_sha256 == "t1")
+            .unwrap()
+            .used_by
+            .as_deref(),
+        Some("gw-us-1")
+    );
+}
+
+async fn racing_joins_with_one_token_have_one_winner(db: &TestDb) {
+    let store = db.store().await;
+    let replicas = [store.clone(), db.store().await];
+    store
+        .create_join_token(
+            &join_token("race", i64::MAX),
+            &NewAuditEvent::new(kinds::GATEWAY_TOKEN_CREATED).actor("admin@local"),
+        )
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = replicas[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .join_gateway("race", &format!("cred{i}"), "a", "v", 5_000, joined_event)
+                .await
+        }));
+    }
+    let mut joined = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(JoinOutcome::Joined(_)) => joined += 1,
+            Ok(JoinOutcome::Used) => {}
+            // A loser may also see the winner's row lock end in a conflict.
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => assert!(matches!(e, StoreError::Database(_)), "unexpected error {e}"),
+        }
+    }
+    assert_eq!(joined, 1);
+    assert_eq!(store.list_gateways().await.unwrap().len(), 1);
+}
+
+async fn a_gateway_is_lost_once_and_comes_back(db: &TestDb) {
+    let store = db.store().await;
+    store
+        .create_join_token(
+            &join_token("t", i64::MAX),
+            &NewAuditEvent::new(kinds::GATEWAY_TOKEN_CREATED).actor("admin@local"),
+        )
+        .await
+        .unwrap();
+    store
+        .join_gateway("t", "c", "a", "v", 5_000, joined_event)
+        .await
+        .unwrap();
+    let lost = || NewAuditEvent::new(kinds::GATEWAY_LOST).actor("system:lease");
+    // A sweeper that read an older heartbeat loses; the one that read the current one wins,
+    // once.
+    assert!(
+        !store
+            .mark_gateway_lost("gw-us-1", 4_000, &lost())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .mark_gateway_lost("gw-us-1", 5_000, &lost())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .mark_gateway_lost("gw-us-1", 5_000, &lost())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_gateway("gw-us-1").await.unwrap().unwrap().state,
+        "lost"
+    );
+    // Its next heartbeat makes it live again and says it was lost.
+    let prev = store
+        .touch_gateway("gw-us-1", Some("b"), None, 9_000)
+        .await
+        .unwrap();
+    assert_eq!(prev.as_deref(), Some("lost"));
+    let g = store.get_gateway("gw-us-1").await.unwrap().unwrap();
+    assert_eq!(
+        (g.state.as_str(), g.address.as_str(), g.last_seen_ms),
+        ("live", "b", 9_000)
+    );
+    // Removed: refused from then on.
+    let removed = NewAuditEvent::new(kinds::GATEWAY_REMOVED).actor("admin@local");
+    assert!(store.remove_gateway("gw-us-1", &removed).await.unwrap());
+    assert!(!store.remove_gateway("gw-us-1", &removed).await.unwrap());
+    assert_eq!(
+        store
+            .touch_gateway("gw-us-1", None, None, 10_000)
+            .await
+            .unwrap(),
+        None
+    );
 }

@@ -28,7 +28,7 @@ pub struct Rig {
     pub wardengate_log: PathBuf,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -142,7 +142,7 @@ impl Rig {
         read(&self.path(&format!("{name}.pub"))).trim().to_owned()
     }
 
-    fn fixture_yaml(&self) -> String {
+    pub fn fixture_yaml(&self) -> String {
         let host = self.pubkey("sshd_host");
         format!(
             r#"kind: user

@@ -9,6 +9,7 @@ use crate::client::ApiClient;
 use crate::error::CliError;
 
 mod audit;
+mod gateway;
 mod limits;
 mod recording;
 mod resources;
@@ -28,6 +29,7 @@ pub(crate) async fn run(client: &ApiClient, command: Command) -> Result<u8, CliE
         Command::Audit(cmd) => audit::run(client, cmd).await,
         Command::Limits(cmd) => limits::run(client, cmd).await,
         Command::Token(cmd) => token::run(client, cmd).await,
+        Command::Gateway(cmd) => gateway::run(client, cmd).await,
     }
 }
 

@@ -7,6 +7,7 @@
 //! as [`wg_domain::ErrorBody`] JSON with the status of [`wg_domain::ErrorCode::http_status`].
 
 mod auth;
+mod gateways;
 mod identity;
 mod openapi;
 mod resources;
@@ -15,7 +16,7 @@ mod sessions;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 
 use crate::{ControlError, ControlPlane};
 
@@ -65,6 +66,12 @@ pub fn router(control: ControlPlane) -> Router {
         .route("/api/v1/sessions/{id}/handoff", post(sessions::handoff))
         .route("/api/v1/sessions/{id}/accept", post(sessions::accept))
         .route("/api/v1/whoami", get(identity::whoami))
+        .route("/api/v1/gateways", get(gateways::list))
+        .route(
+            "/api/v1/gateways/tokens",
+            get(gateways::list_tokens).post(gateways::create_token),
+        )
+        .route("/api/v1/gateways/{name}", delete(gateways::remove))
         .route("/api/v1/tokens", post(identity::create_token))
         .route(
             "/api/v1/recordings/{id}/verify",

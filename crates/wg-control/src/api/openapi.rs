@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{identity, resources, sessions};
+use super::{gateways, identity, resources, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,6 +16,7 @@ use super::{identity, resources, sessions};
         sessions::recording_stream, sessions::audit_list, sessions::audit_verify,
         resources::apply, resources::list, resources::show, resources::delete,
         resources::vault_list, resources::vault_put, resources::limits_usage,
+        gateways::list, gateways::create_token, gateways::list_tokens, gateways::remove,
     ),
     modifiers(&Bearer)
 )]

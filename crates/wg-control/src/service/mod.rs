@@ -6,6 +6,7 @@
 
 mod access;
 mod admin;
+mod cluster;
 mod decide;
 mod handoff;
 mod operate;
@@ -30,6 +31,8 @@ use wg_domain::resources::{Kind, Protocol, Resource, Role};
 use wg_domain::time::{UnixMillis, now_millis, rfc3339};
 use wg_proto::v1::gateway_command;
 use wg_store::{AuditFilter, SealedSecret, SessionFilter, SessionPatch, SessionRecord, Store};
+
+pub use cluster::DEFAULT_LEASE;
 
 use crate::ControlError;
 use crate::gateways::GatewayRegistry;

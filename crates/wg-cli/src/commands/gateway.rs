@@ -1,0 +1,57 @@
+//! `wgctl gateway list | token create | token list | remove`.
+
+use reqwest::Method;
+use wg_domain::api::{GatewayList, JoinTokenCreated, JoinTokenRequest, JoinTokenView};
+
+use super::emit;
+use crate::cli::{GatewayCmd, GatewayTokenCmd, ListFormat, ShowFormat};
+use crate::client::{ApiClient, api_path};
+use crate::error::{CliError, exit};
+use crate::render;
+
+pub(super) async fn run(client: &ApiClient, cmd: GatewayCmd) -> Result<u8, CliError> {
+    match cmd {
+        GatewayCmd::List(args) => {
+            let list: GatewayList = client.get(&api_path(&["gateways"]), &[]).await?;
+            emit(&match args.output {
+                ListFormat::Table => render::gateway_list(&list.gateways),
+                ListFormat::Json => render::json(&list)?,
+            })?;
+        }
+        GatewayCmd::Token(GatewayTokenCmd::Create(args)) => {
+            let body = JoinTokenRequest {
+                pool: args.pool,
+                ttl_seconds: args.ttl.map(|d| d.as_secs().max(1)),
+            };
+            let created: JoinTokenCreated = client
+                .send(Method::POST, &api_path(&["gateways", "tokens"]), &body)
+                .await?;
+            match args.output {
+                ShowFormat::Text => {
+                    emit(&format!("{}\n", created.token))?;
+                    eprintln!(
+                        "wgctl: join token for pool {} (one use, until {}); it is shown only this once",
+                        created.pool, created.expires_at
+                    );
+                }
+                ShowFormat::Json => emit(&render::json(&created)?)?,
+            }
+        }
+        GatewayCmd::Token(GatewayTokenCmd::List(args)) => {
+            let tokens: Vec<JoinTokenView> =
+                client.get(&api_path(&["gateways", "tokens"]), &[]).await?;
+            emit(&match args.output {
+                ListFormat::Table => render::join_tokens(&tokens),
+                ListFormat::Json => render::json(&tokens)?,
+            })?;
+        }
+        GatewayCmd::Remove(args) => {
+            client.delete(&api_path(&["gateways", &args.name])).await?;
+            emit(&format!(
+                "gateway {} removed: its credential is refused from now on\n",
+                args.name
+            ))?;
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,373 @@
+//! Standalone gateways (issue #3): join tokens, gateway identities, heartbeats and the lease.
+//!
+//! - `wgctl gateway token create --pool us [--ttl 1h]` makes a one-time join token (only its
+//!   SHA-256 is stored). A gateway redeems it once ([`ControlPlane::join_gateway`]) and gets its
+//!   name (`gw-us-1`) and a credential, which it presents on every later call.
+//! - Every heartbeat renews the gateway's lease in the store (so any control-plane replica sees
+//!   it). A gateway silent for longer than the lease (default 15 s) is declared lost by the
+//!   sweeper — a compare-and-set on its last heartbeat, so one replica wins — with a
+//!   `gateway.lost` event; its sessions are closed as `gateway_lost` (recordings sealed as
+//!   partial, concurrency slots freed).
+//! - A lost gateway that comes back is live again; its heartbeat answer names the sessions the
+//!   control plane closed meanwhile, and the gateway severs them: nothing is resurrected.
+//! - `wgctl gateway remove NAME` revokes the credential and cuts the gateway's stream.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sha2::Digest;
+use tokio_util::sync::CancellationToken;
+use wg_domain::ErrorCode;
+use wg_domain::api::{GatewayView, JoinTokenCreated, JoinTokenView};
+use wg_domain::audit::{NewAuditEvent, kinds};
+use wg_domain::time::{now_millis, rfc3339};
+use wg_store::{GatewayRecord, JoinOutcome, JoinTokenRecord};
+
+use super::*;
+use crate::ControlError;
+
+/// The default gateway lease.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+
+/// Longest join-token lifetime.
+const MAX_JOIN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// A pool name: 1–32 of `[a-z0-9-]`, as it becomes part of gateway names.
+fn valid_pool(pool: &str) -> Result<&str, ControlError> {
+    let ok = !pool.is_empty()
+        && pool.len() <= 32
+        && pool
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(pool)
+    } else {
+        Err(ControlError::bad_request(format!(
+            "pool {pool:?} must be 1-32 characters of a-z, 0-9 and '-'"
+        )))
+    }
+}
+
+impl ControlPlane {
+    /// Creates a one-time join token for `pool`, valid for `ttl` (at most 7 days). Returns the
+    /// token (shown once) and its record.
+    ///
+    /// # Errors
+    /// `bad_request` for a malformed pool or TTL; store failures.
+    pub async fn create_join_token(
+        &self,
+        pool: &str,
+        ttl: Duration,
+        by: &str,
+    ) -> Result<JoinTokenCreated, ControlError> {
+        let pool = valid_pool(pool.trim())?;
+        if ttl.is_zero() || ttl > MAX_JOIN_TTL {
+            return Err(ControlError::bad_request(
+                "the join token's TTL must be between 1 s and 7 days",
+            ));
+        }
+        let token = format!(
+            "wgj_{}",
+            wg_domain::ids::random_hex(24).map_err(|e| ControlError::internal(e.to_string()))?
+        );
+        let now = now_millis();
+        let rec = JoinTokenRecord {
+            token_sha256: sha256_hex(&token),
+            pool: pool.to_owned(),
+            created_by: by.to_owned(),
+            created_ms: now,
+            expires_ms: now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+            used_ms: None,
+            used_by: None,
+        };
+        let event = NewAuditEvent::new(kinds::GATEWAY_TOKEN_CREATED)
+            .actor(by)
+            .details(json!({"pool": pool, "expires": rfc3339(rec.expires_ms)}));
+        self.inner.store.create_join_token(&rec, &event).await?;
+        Ok(JoinTokenCreated {
+            token,
+            pool: pool.to_owned(),
+            expires_at: rfc3339(rec.expires_ms),
+        })
+    }
+
+    /// Every join token (never the token itself).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list_join_tokens(&self) -> Result<Vec<JoinTokenView>, ControlError> {
+        let now = now_millis();
+        Ok(self
+            .inner
+            .store
+            .list_join_tokens()
+            .await?
+            .into_iter()
+            .map(|t| JoinTokenView {
+                id: t.token_sha256.chars().take(12).collect(),
+                pool: t.pool,
+                created_by: t.created_by,
+                created_at: rfc3339(t.created_ms),
+                expires_at: rfc3339(t.expires_ms),
+                state: match (&t.used_by, t.expires_ms <= now) {
+                    (Some(_), _) => "used".into(),
+                    (None, true) => "expired".into(),
+                    (None, false) => "unused".into(),
+                },
+                used_by: t.used_by,
+            })
+            .collect())
+    }
+
+    /// Redeems a join token: creates the gateway and returns `(name, pool, credential)`.
+    ///
+    /// # Errors
+    /// `unauthorized` for an unknown, used or expired token (each said plainly); store failures.
+    pub async fn join_gateway(
+        &self,
+        token: &str,
+        address: &str,
+        version: &str,
+    ) -> Result<(String, String, String), ControlError> {
+        let credential = format!(
+            "wgg_{}",
+            wg_domain::ids::random_hex(32).map_err(|e| ControlError::internal(e.to_string()))?
+        );
+        // A racing join may take the same gw-POOL-N first: try again with the next number.
+        for _ in 0..5 {
+            let joined = self
+                .inner
+                .store
+                .join_gateway(
+                    &sha256_hex(token.trim()),
+                    &sha256_hex(&credential),
+                    address,
+                    version,
+                    now_millis(),
+                    |g| {
+                        NewAuditEvent::new(kinds::GATEWAY_JOINED)
+                            .actor(format!("gateway:{}", g.name))
+                            .details(json!({
+                                "pool": g.pool, "address": g.address, "version": g.version,
+                                "join": true,
+                            }))
+                    },
+                )
+                .await;
+            let refused = |why: &str| {
+                Err(ControlError::new(
+                    ErrorCode::Unauthorized,
+                    format!("join token refused: {why}"),
+                ))
+            };
+            match joined {
+                Ok(JoinOutcome::Joined(g)) => return Ok((g.name, g.pool, credential)),
+                Ok(JoinOutcome::Unknown) => return refused("unknown token"),
+                Ok(JoinOutcome::Used) => return refused("the token was used already"),
+                Ok(JoinOutcome::Expired) => return refused("the token expired"),
+                Err(e) if e.is_unique_violation() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ControlError::unavailable(
+            "could not allocate a gateway name; try again",
+        ))
+    }
+
+    /// The gateway that holds `credential`, unless it was removed.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn gateway_for_credential(
+        &self,
+        credential: &str,
+    ) -> Result<Option<GatewayRecord>, ControlError> {
+        Ok(self
+            .inner
+            .store
+            .gateway_by_credential(&sha256_hex(credential))
+            .await?
+            .filter(|g| g.state != "removed"))
+    }
+
+    /// Renews a gateway's lease; returns which of `live` the control plane has closed (the
+    /// gateway severs them). A lost gateway that comes back is recorded as joined again.
+    ///
+    /// # Errors
+    /// `unauthorized` for a removed or unknown gateway; store failures.
+    pub async fn heartbeat(
+        &self,
+        gateway: &str,
+        live: &[String],
+        address: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Vec<String>, ControlError> {
+        let Some(prev) = self
+            .inner
+            .store
+            .touch_gateway(gateway, address, version, now_millis())
+            .await?
+        else {
+            return Err(ControlError::new(
+                ErrorCode::Unauthorized,
+                format!("gateway {gateway} is not registered (removed?)"),
+            ));
+        };
+        if prev == "lost" {
+            tracing::warn!(gateway, "a gateway declared lost is back");
+            let _ = self
+                .inner
+                .store
+                .append_audit(
+                    &NewAuditEvent::new(kinds::GATEWAY_JOINED)
+                        .actor(format!("gateway:{gateway}"))
+                        .details(json!({"returned_after_loss": true})),
+                )
+                .await;
+        }
+        let mut closed = Vec::new();
+        for id in live {
+            let Ok(sid) = id.parse::<SessionId>() else {
+                continue;
+            };
+            match self.inner.store.get_session(sid).await? {
+                Some(r) if r.state.is_closed() => closed.push(id.clone()),
+                None => closed.push(id.clone()),
+                Some(_) => {}
+            }
+        }
+        Ok(closed)
+    }
+
+    /// Declares lost every live gateway silent for longer than `lease`, closing its sessions as
+    /// `gateway_lost`. Returns the gateways declared lost by this call.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn sweep_gateway_leases(&self, lease: Duration) -> Result<Vec<String>, ControlError> {
+        let now = now_millis();
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let mut lost = Vec::new();
+        for g in self.inner.store.list_gateways().await? {
+            if g.state != "live" || now - g.last_seen_ms <= lease_ms {
+                continue;
+            }
+            let event = NewAuditEvent::new(kinds::GATEWAY_LOST)
+                .actor("system:lease")
+                .details(json!({
+                    "gateway": g.name, "last_heartbeat": rfc3339(g.last_seen_ms),
+                    "lease": wg_domain::time::format_duration(lease),
+                }));
+            if !self
+                .inner
+                .store
+                .mark_gateway_lost(&g.name, g.last_seen_ms, &event)
+                .await?
+            {
+                continue;
+            }
+            let n = self.reconcile_gateway_restart(&g.name).await?;
+            tracing::warn!(gateway = %g.name, sessions = n, "gateway lost: its sessions were closed");
+            lost.push(g.name);
+        }
+        Ok(lost)
+    }
+
+    /// Runs [`ControlPlane::sweep_gateway_leases`] every second until `shutdown`.
+    pub fn spawn_lease_sweeper(
+        &self,
+        lease: Duration,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let control = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = control.sweep_gateway_leases(lease).await {
+                    tracing::error!(error = %e, "gateway lease sweep failed");
+                }
+            }
+        })
+    }
+
+    /// Revokes a gateway: its credential is refused from now on and its command stream is cut.
+    /// Its sessions are left to the lease (they end as `gateway_lost` unless it was already
+    /// stopped).
+    ///
+    /// # Errors
+    /// `not_found` for an unknown or already removed gateway; store failures.
+    pub async fn remove_gateway(&self, name: &str, by: &str) -> Result<(), ControlError> {
+        let event = NewAuditEvent::new(kinds::GATEWAY_REMOVED)
+            .actor(by)
+            .details(json!({"gateway": name}));
+        if !self.inner.store.remove_gateway(name, &event).await? {
+            return Err(ControlError::not_found(format!(
+                "no gateway {name} (or it was removed already)"
+            )));
+        }
+        self.inner.gateways.kick(name);
+        Ok(())
+    }
+
+    /// Every registered gateway with its live sessions and last heartbeat. The in-process `dev`
+    /// gateway, which has no registration, is listed while connected.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list_gateways(&self) -> Result<Vec<GatewayView>, ControlError> {
+        let store = &self.inner.store;
+        let mut out = Vec::new();
+        let mut known = std::collections::HashSet::new();
+        for g in store.list_gateways().await? {
+            known.insert(g.name.clone());
+            out.push(GatewayView {
+                live_sessions: self.live_sessions_on(&g.name).await?,
+                name: g.name,
+                pool: g.pool,
+                address: g.address,
+                version: g.version,
+                last_heartbeat: rfc3339(g.last_seen_ms),
+                state: g.state,
+            });
+        }
+        for c in self.inner.gateways.list() {
+            if known.contains(&c.name) {
+                continue;
+            }
+            out.push(GatewayView {
+                live_sessions: self.live_sessions_on(&c.name).await?,
+                name: c.name,
+                pool: "-".into(),
+                address: c.address,
+                version: c.version,
+                last_heartbeat: rfc3339(now_millis()),
+                state: "live".into(),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn live_sessions_on(&self, gateway: &str) -> Result<u64, ControlError> {
+        let n = self
+            .inner
+            .store
+            .list_sessions(&SessionFilter {
+                gateway: Some(gateway.to_owned()),
+                limit: Some(100_000),
+                ..Default::default()
+            })
+            .await?
+            .len();
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
+}
