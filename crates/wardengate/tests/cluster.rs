@@ -35,21 +35,29 @@ impl Drop for Control {
 
 fn start_control(rig: &Rig) -> Control {
     let dir = rig.path("cp");
+    let store = format!("sqlite://{}/wardengate.db", dir.display());
+    start_replica(rig, "cp", &store, None)
+}
+
+/// A control-plane replica named `name` on `store`; `token` is the admin token when another
+/// replica bootstrapped the store already.
+fn start_replica(rig: &Rig, name: &str, store: &str, token: Option<&str>) -> Control {
+    let dir = rig.path(name);
     let recordings = rig.path("shared-recordings");
     let api_port = free_port();
     let grpc_port = free_port();
-    let config = rig.path("control.yaml");
+    let config = rig.path(&format!("{name}.yaml"));
     std::fs::write(
         &config,
         format!(
-            "store: sqlite://{dir}/wardengate.db\ndataDir: {dir}\nrecordingsDir: {rec}\n\
+            "store: {store}\ndataDir: {dir}\nrecordingsDir: {rec}\n\
              apiAddr: 127.0.0.1:{api_port}\ngrpcAddr: 127.0.0.1:{grpc_port}\ngatewayLease: 3s\n",
             dir = dir.display(),
             rec = recordings.display(),
         ),
     )
     .unwrap();
-    let log = rig.path("control.log");
+    let log = rig.path(&format!("{name}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_wardengate"))
         .args(["control", "--config"])
         .arg(&config)
@@ -58,16 +66,23 @@ fn start_control(rig: &Rig) -> Control {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    wait_until("the control plane's token", Duration::from_secs(30), || {
-        dir.join("admin.token").exists()
-            && std::net::TcpStream::connect(("127.0.0.1", api_port)).is_ok()
-            && std::net::TcpStream::connect(("127.0.0.1", grpc_port)).is_ok()
-    });
+    wait_until(
+        &format!("control replica {name}"),
+        Duration::from_secs(30),
+        || {
+            (token.is_some() || dir.join("admin.token").exists())
+                && std::net::TcpStream::connect(("127.0.0.1", api_port)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", grpc_port)).is_ok()
+        },
+    );
     Control {
         child,
         api: format!("http://127.0.0.1:{api_port}"),
         grpc: format!("http://127.0.0.1:{grpc_port}"),
-        token: read(&dir.join("admin.token")).trim().to_owned(),
+        token: token.map_or_else(
+            || read(&dir.join("admin.token")).trim().to_owned(),
+            str::to_owned,
+        ),
         recordings,
         log,
     }
@@ -128,15 +143,26 @@ impl Drop for Gateway {
 }
 
 fn gateway_config(rig: &Rig, cp: &Control, name: &str, join_token: &str) -> (PathBuf, u16) {
+    gateway_config_for(rig, &[cp], name, join_token)
+}
+
+fn gateway_config_for(
+    rig: &Rig,
+    replicas: &[&Control],
+    name: &str,
+    join_token: &str,
+) -> (PathBuf, u16) {
+    let cp = replicas[0];
+    let urls: Vec<String> = replicas.iter().map(|c| format!("\"{}\"", c.grpc)).collect();
     let dir = rig.path(name);
     let port = free_port();
     let config = rig.path(&format!("{name}.yaml"));
     std::fs::write(
         &config,
         format!(
-            "controlUrls: [\"{grpc}\"]\ndataDir: {dir}\nrecordingsDir: {rec}\njoinToken: \"{join_token}\"\n\
+            "controlUrls: [{urls}]\ndataDir: {dir}\nrecordingsDir: {rec}\njoinToken: \"{join_token}\"\n\
              sshAddr: 127.0.0.1:{port}\nheartbeatInterval: 1s\n",
-            grpc = cp.grpc,
+            urls = urls.join(", "),
             dir = dir.display(),
             rec = cp.recordings.display(),
         ),
@@ -157,7 +183,11 @@ fn spawn_gateway(rig: &Rig, config: &Path, name: &str) -> Child {
 }
 
 fn start_gateway(rig: &Rig, cp: &Control, name: &str, join_token: &str) -> Gateway {
-    let (config, ssh_port) = gateway_config(rig, cp, name, join_token);
+    start_gateway_for(rig, &[cp], name, join_token)
+}
+
+fn start_gateway_for(rig: &Rig, replicas: &[&Control], name: &str, join_token: &str) -> Gateway {
+    let (config, ssh_port) = gateway_config_for(rig, replicas, name, join_token);
     let child = spawn_gateway(rig, &config, name);
     let log = rig.path(&format!("{name}.log"));
     wait_until(
@@ -402,4 +432,188 @@ fn a_returning_lost_gateway_severs_what_was_closed() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A scratch PostgreSQL database, dropped at the end.
+struct PgDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDb {
+    fn create() -> PgDb {
+        let base = std::env::var("WG_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let (server, _) = base.rsplit_once('/').unwrap();
+        let name = format!(
+            "wg_ha_{}_{}",
+            std::process::id(),
+            Instant::now().elapsed().subsec_nanos()
+        );
+        let admin_url = base.clone();
+        let st = Command::new("psql")
+            .arg(&admin_url)
+            .args(["-qAtc", &format!("CREATE DATABASE {name}")])
+            .status()
+            .expect("psql (PostgreSQL client)");
+        assert!(st.success(), "cannot create database {name} on {server}");
+        PgDb {
+            url: format!("{server}/{name}"),
+            admin_url,
+            name,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .arg(&self.admin_url)
+            .args([
+                "-qAtc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .status();
+    }
+}
+
+/// Two control-plane replicas on one PostgreSQL database and a gateway connected to both:
+/// sessions are listed and terminated from either replica; `kill -9` of one replica leaves the
+/// live sessions alone, new sessions go through the survivor at once, terminations keep working
+/// and the audit chain (serialised in the database) still verifies.
+#[test]
+fn two_replicas_on_postgres_survive_the_loss_of_one() {
+    let rig = Rig::start();
+    let db = PgDb::create();
+    let mut r1 = start_replica(&rig, "cp1", &db.url, None);
+    // Every replica needs the same master key (vault and audit-chain key).
+    std::fs::create_dir_all(rig.path("cp2")).unwrap();
+    std::fs::copy(
+        rig.path("cp1").join("master.key"),
+        rig.path("cp2").join("master.key"),
+    )
+    .unwrap();
+    let r2 = start_replica(&rig, "cp2", &db.url, Some(&r1.token.clone()));
+    let fixture = rig.path("cluster-fixture.yaml");
+    std::fs::write(&fixture, rig.fixture_yaml()).unwrap();
+    r1.wgctl_ok(&["apply", "-f", fixture.to_str().unwrap()]);
+    r1.wgctl_ok(&[
+        "vault",
+        "put",
+        "vault/ssh/dev1",
+        "--private-key-file",
+        rig.path("target_account").to_str().unwrap(),
+    ]);
+    let gw = start_gateway_for(&rig, &[&r1, &r2], "gwa", &join_token(&r2));
+
+    // Two sessions; both listed from either replica with their gateway.
+    let spawn_held = || {
+        ssh_via(&rig, &gw, &["-tt", "cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut s1 = spawn_held();
+    let mut s2 = spawn_held();
+    let mut ids = Vec::new();
+    wait_until("two live sessions", Duration::from_secs(20), || {
+        let list = r2.json(&["session", "list"]);
+        let live: Vec<&serde_json::Value> = list["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["state"] == "active")
+            .collect();
+        ids = live
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect();
+        live.len() == 2 && live.iter().all(|s| s["gateway"] == "gw-us-1")
+    });
+    assert_eq!(
+        r1.json(&["session", "list"])["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // Terminate one through replica 1, whichever replica the gateway's calls go to.
+    let t = r1.wgctl_ok(&["session", "terminate", &ids[0], "--reason", "via replica 1"]);
+    assert!(t.contains("recording  sealed"), "{t}");
+
+    // kill -9 replica 1.
+    r1.child.kill().unwrap();
+    r1.child.wait().unwrap();
+    let killed = Instant::now();
+    // New sessions go through the survivor at once.
+    let mut ok = false;
+    while killed.elapsed() < Duration::from_secs(5) {
+        let out = ssh_via(&rig, &gw, &["echo survivor"]).output().unwrap();
+        if String::from_utf8_lossy(&out.stdout) == "survivor\n" {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        ok,
+        "no new session within 5 s of losing a replica:\n{}",
+        read(&gw.log)
+    );
+    // The sessions that were live still are: the remaining one can be terminated through the
+    // survivor, and its client is cut with the reason.
+    // The survivor sessions close on their own (`closing` → `closed` takes a moment).
+    let mut left: Vec<String> = Vec::new();
+    wait_until("one live session left", Duration::from_secs(10), || {
+        left = r2.json(&["session", "list"])["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect();
+        left.len() == 1
+    });
+    assert_eq!(
+        left.len(),
+        1,
+        "{left:?}\ngateway log:\n{}\nreplica 2 log:\n{}",
+        read(&gw.log),
+        read(&r2.log)
+    );
+    assert!(ids.contains(&left[0]));
+    let live_id = left[0].clone();
+    // The terminated session's client is gone; the other one is still connected.
+    wait_until(
+        "the terminated client to exit",
+        Duration::from_secs(5),
+        || s1.try_wait().unwrap().is_some() || s2.try_wait().unwrap().is_some(),
+    );
+    let (mut live_client, mut gone_client) = if s1.try_wait().unwrap().is_some() {
+        (s2, s1)
+    } else {
+        (s1, s2)
+    };
+    assert!(
+        live_client.try_wait().unwrap().is_none(),
+        "a live session was cut"
+    );
+    let t = r2.wgctl_ok(&[
+        "session",
+        "terminate",
+        &live_id,
+        "--reason",
+        "via replica 2",
+    ]);
+    assert!(t.contains("recording  sealed"), "{t}");
+    let st = live_client.wait().unwrap();
+    assert_ne!(st.code(), Some(0));
+    let _ = gone_client.wait();
+    assert!(
+        r2.wgctl_ok(&["audit", "verify"])
+            .starts_with("audit chain OK")
+    );
+    assert_eq!(r2.gateway_state("gw-us-1"), "live");
 }

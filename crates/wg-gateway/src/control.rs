@@ -14,10 +14,13 @@ use wg_proto::v1::{
 
 use crate::runtime::Runtime;
 
-/// A cheap-to-clone client of the control plane, bound to one gateway name.
+/// A cheap-to-clone client of the control plane, bound to one gateway name. With several
+/// replicas, calls go to the current one; a call that finds it unreachable moves to the next
+/// and, when that is safe, is sent again there (see [`ControlClient::call`]).
 #[derive(Clone)]
 pub struct ControlClient {
-    inner: GatewayControlClient<Channel>,
+    replicas: Arc<[GatewayControlClient<Channel>]>,
+    current: Arc<std::sync::atomic::AtomicUsize>,
     auth: Arc<MetadataValue<tonic::metadata::Ascii>>,
     gateway: Arc<str>,
 }
@@ -75,15 +78,19 @@ impl ControlClient {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let channel = match endpoints.as_slice() {
-            [one] => one.connect().await?,
-            _ => Channel::balance_list(endpoints.into_iter()),
+        let replicas: Vec<GatewayControlClient<Channel>> = match endpoints.as_slice() {
+            [one] => vec![GatewayControlClient::new(one.connect().await?)],
+            _ => endpoints
+                .iter()
+                .map(|e| GatewayControlClient::new(e.connect_lazy()))
+                .collect(),
         };
         let auth = format!("Bearer {token}")
             .parse()
             .map_err(|_| ControlCallError::BadToken)?;
         Ok(ControlClient {
-            inner: GatewayControlClient::new(channel),
+            replicas: replicas.into(),
+            current: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             auth: Arc::new(auth),
             gateway: gateway.into(),
         })
@@ -135,18 +142,89 @@ impl ControlClient {
         live: Vec<String>,
         address: &str,
     ) -> Result<Vec<String>, ControlCallError> {
+        let msg = wg_proto::v1::HeartbeatRequest {
+            gateway: self.gateway.to_string(),
+            live_sessions: live,
+            address: address.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
         Ok(self
-            .inner
-            .clone()
-            .heartbeat(self.request(wg_proto::v1::HeartbeatRequest {
-                gateway: self.gateway.to_string(),
-                live_sessions: live,
-                address: address.to_owned(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-            }))
+            .call(true, |mut c| {
+                let req = self.request(msg.clone());
+                async move { c.heartbeat(req).await }
+            })
             .await?
-            .into_inner()
             .closed_sessions)
+    }
+
+    /// A client of one replica, connecting lazily (for that replica's command stream).
+    ///
+    /// # Errors
+    /// [`ControlCallError`] when the URL or the token is malformed.
+    pub fn lazy(url: &str, token: &str, gateway: &str) -> Result<Self, ControlCallError> {
+        let channel = Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        let auth = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| ControlCallError::BadToken)?;
+        Ok(ControlClient {
+            replicas: vec![GatewayControlClient::new(channel)].into(),
+            current: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            auth: Arc::new(auth),
+            gateway: gateway.into(),
+        })
+    }
+
+    /// The replica calls go to now, and its index.
+    fn replica(&self) -> (usize, GatewayControlClient<Channel>) {
+        let n = self.replicas.len().max(1);
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed) % n;
+        (i, self.replicas[i].clone())
+    }
+
+    /// Runs a call on the current replica. When the replica is unreachable the next one becomes
+    /// current, and the call is sent again (up to twice around the replicas, backing off from
+    /// 100 ms to 1 s) if that is safe: always for an `idempotent` call, otherwise only when the
+    /// request never left (the connection could not be made).
+    async fn call<T, F, Fut>(&self, idempotent: bool, mut f: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(GatewayControlClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let attempts = (2 * self.replicas.len()).max(3);
+        let mut wait = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            let (i, client) = self.replica();
+            match f(client).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) => {
+                    let unreachable =
+                        matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown);
+                    if unreachable && self.replicas.len() > 1 {
+                        let _ = self.current.compare_exchange(
+                            i,
+                            (i + 1) % self.replicas.len(),
+                            std::sync::atomic::Ordering::Relaxed,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                    }
+                    let never_sent =
+                        s.code() == tonic::Code::Unavailable && s.message().contains("connect");
+                    if !(unreachable && (idempotent || never_sent)) || attempt >= attempts {
+                        return Err(s);
+                    }
+                    tracing::debug!(error = %s, attempt, "control plane call failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     /// This gateway's name.
@@ -171,15 +249,16 @@ impl ControlClient {
         login_actor: &str,
         public_key: &str,
     ) -> Result<Option<(String, Vec<String>)>, ControlCallError> {
+        let msg = AuthenticateActorRequest {
+            login_actor: login_actor.to_owned(),
+            public_key: public_key.to_owned(),
+        };
         let resp = self
-            .inner
-            .clone()
-            .authenticate_actor(self.request(AuthenticateActorRequest {
-                login_actor: login_actor.to_owned(),
-                public_key: public_key.to_owned(),
-            }))
-            .await?
-            .into_inner();
+            .call(true, |mut c| {
+                let req = self.request(msg.clone());
+                async move { c.authenticate_actor(req).await }
+            })
+            .await?;
         Ok(resp.ok.then_some((resp.actor, resp.groups)))
     }
 
@@ -192,12 +271,13 @@ impl ControlClient {
         mut req: SessionRequest,
     ) -> Result<SessionDecision, ControlCallError> {
         req.gateway = self.gateway.to_string();
+        // Not idempotent (it creates a session): sent again only if it never left.
         Ok(self
-            .inner
-            .clone()
-            .request_session(self.request(req))
-            .await?
-            .into_inner())
+            .call(false, |mut c| {
+                let r = self.request(req.clone());
+                async move { c.request_session(r).await }
+            })
+            .await?)
     }
 
     /// Reports a lifecycle transition.
@@ -209,10 +289,12 @@ impl ControlClient {
         if report.time_ms == 0 {
             report.time_ms = wg_domain::time::now_millis();
         }
-        self.inner
-            .clone()
-            .report_session(self.request(report))
-            .await?;
+        // Idempotent (a state already applied is acknowledged): safe to send again.
+        self.call(true, |mut c| {
+            let req = self.request(report.clone());
+            async move { c.report_session(req).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -222,10 +304,11 @@ impl ControlClient {
     /// Transport or status errors.
     pub async fn progress(&self, mut batch: ProgressBatch) -> Result<(), ControlCallError> {
         batch.gateway = self.gateway.to_string();
-        self.inner
-            .clone()
-            .report_progress(self.request(batch))
-            .await?;
+        self.call(true, |mut c| {
+            let req = self.request(batch.clone());
+            async move { c.report_progress(req).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -239,15 +322,18 @@ impl ControlClient {
         kind: &str,
         details: serde_json::Value,
     ) -> Result<(), ControlCallError> {
-        self.inner
-            .clone()
-            .record_event(self.request(wg_proto::v1::SessionEvent {
-                session_id: session.to_owned(),
-                gateway: self.gateway.to_string(),
-                kind: kind.to_owned(),
-                details_json: details.to_string(),
-            }))
-            .await?;
+        let event = wg_proto::v1::SessionEvent {
+            session_id: session.to_owned(),
+            gateway: self.gateway.to_string(),
+            kind: kind.to_owned(),
+            details_json: details.to_string(),
+        };
+        // An audit event: sent again only if it never left, so it is never written twice.
+        self.call(false, |mut c| {
+            let req = self.request(event.clone());
+            async move { c.record_event(req).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -257,25 +343,31 @@ impl ControlClient {
     /// Transport or status errors.
     pub async fn complete(&self, mut result: CommandResult) -> Result<(), ControlCallError> {
         result.gateway = self.gateway.to_string();
-        self.inner
-            .clone()
-            .complete_command(self.request(result))
-            .await?;
+        self.call(true, |mut c| {
+            let req = self.request(result.clone());
+            async move { c.complete_command(req).await }
+        })
+        .await?;
         Ok(())
     }
 }
 
-/// Keeps the command stream open (reconnecting with backoff) and executes each command.
+/// Keeps a command stream to one control-plane replica open (reconnecting with backoff) and
+/// executes each command, answering the replica that sent it. A gateway holds one stream per
+/// replica, so a command issued on any replica reaches it directly, and losing a replica loses
+/// no route. `first_stream` is shared by the streams of this process: the first one opened tells
+/// the control plane the process (re)started.
 pub(crate) async fn run_command_stream(
     control: ControlClient,
     runtime: Arc<Runtime>,
     address: String,
+    first_stream: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
-    // The first stream of this process tells the control plane the process (re)started.
-    let mut restarted = true;
     loop {
+        // Exactly one stream carries the restart notice (given back if its open fails).
+        let restarted = first_stream.swap(false, std::sync::atomic::Ordering::SeqCst);
         let mut req = tonic::Request::new(CommandStreamRequest {
             gateway: control.gateway.to_string(),
             address: address.clone(),
@@ -284,7 +376,7 @@ pub(crate) async fn run_command_stream(
         });
         req.metadata_mut()
             .insert("authorization", (*control.auth).clone());
-        let mut client = control.inner.clone();
+        let (_, mut client) = control.replica();
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = client.command_stream(req) => r,
@@ -292,7 +384,6 @@ pub(crate) async fn run_command_stream(
         match opened {
             Ok(resp) => {
                 backoff = Duration::from_millis(100);
-                restarted = false;
                 let mut stream = resp.into_inner();
                 loop {
                     let next = tokio::select! {
@@ -313,13 +404,19 @@ pub(crate) async fn run_command_stream(
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot open the command stream"),
+            Err(e) => {
+                if restarted {
+                    first_stream.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                tracing::warn!(error = %e, "cannot open the command stream");
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        // Capped at 1 s so that a replica coming back (or a survivor's restart) is reached fast.
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 

@@ -126,12 +126,27 @@ pub async fn start(
     let runtime = Arc::new(Runtime::new(control.clone()));
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(control::run_command_stream(
-        control.clone(),
-        runtime.clone(),
-        advertise.clone(),
-        shutdown.clone(),
-    )));
+    // One command stream per replica (see `control::run_command_stream`).
+    let first_stream = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    for url in &config.control_urls {
+        let stream_client = if config.control_urls.len() == 1 {
+            control.clone()
+        } else {
+            ControlClient::lazy(url, &config.control_token, &config.name).map_err(|e| {
+                GatewayError::Control {
+                    url: url.clone(),
+                    message: e.to_string(),
+                }
+            })?
+        };
+        tasks.push(tokio::spawn(control::run_command_stream(
+            stream_client,
+            runtime.clone(),
+            advertise.clone(),
+            first_stream.clone(),
+            shutdown.clone(),
+        )));
+    }
     if let Some(interval) = config.heartbeat_interval {
         tasks.push(tokio::spawn(control::run_heartbeat(
             control.clone(),
