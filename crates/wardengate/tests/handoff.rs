@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Rig, read, type_line, wait_output, wait_until};
+use common::{Rig, read, type_line, wait_exit, wait_output, wait_until};
 
 /// Lets bob reach `dev1` (the rig gives bob no policy).
 fn permit_bob(rig: &Rig) {
@@ -73,6 +73,13 @@ fn handoff_keeps_the_shell_and_moves_the_owner() {
     );
     assert!(String::from_utf8_lossy(&acc.stdout).contains(&format!("bob@corp:{id}")));
     assert_eq!(owner(&rig, &id), "bob@corp");
+    // The previous owner's client is let go at the acceptance: its input no longer reaches
+    // the shell, and the session waits for bob.
+    let st = wait_exit(&mut alice, Duration::from_secs(20));
+    assert_ne!(st.code(), Some(0));
+    wait_until("detached for bob", Duration::from_secs(5), || {
+        rig.session(&id)["state"] == "detached"
+    });
 
     // bob attaches to the same PTY: the shell state is there.
     let out_b = rig.path("bob.out");
@@ -80,12 +87,10 @@ fn handoff_keeps_the_shell_and_moves_the_owner() {
     type_line(&mut bob, "echo STATE=$X:$PWD:$((3+3))");
     let text = wait_output(&out_b, "STATE=1:/tmp:6");
     assert!(text.contains("STATE=1:/tmp:6"), "{text}");
-    // alice's client is detached with a message and exits.
-    let st = alice.wait().unwrap();
-    assert_ne!(st.code(), Some(0));
+    // alice's client was told why.
     let err = read(&rig.path("alice.err"));
     assert!(
-        err.contains("bob@corp attached to this session"),
+        err.contains("this session was handed off to bob@corp (shift change)"),
         "alice's stderr: {err}"
     );
     // Same session, owned by bob.
@@ -97,7 +102,7 @@ fn handoff_keeps_the_shell_and_moves_the_owner() {
     assert!(list.contains("bob@corp"), "{list}");
 
     type_line(&mut bob, "exit");
-    bob.wait().unwrap();
+    wait_exit(&mut bob, Duration::from_secs(20));
     wait_until("closed", Duration::from_secs(5), || {
         rig.session(&id)["state"] == "closed"
     });
@@ -182,5 +187,58 @@ fn refused_handoffs_leave_the_owner_in_place() {
     type_line(&mut alice, "echo STILL$((4+4))");
     wait_output(&out_a, "STILL8");
     type_line(&mut alice, "exit");
-    assert_eq!(alice.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        wait_exit(&mut alice, Duration::from_secs(20)).code(),
+        Some(0)
+    );
+}
+
+/// The incoming owner's policy applies from the acceptance on; a session recorded less than
+/// that policy demands cannot be handed over (recording cannot start half-way), and a session
+/// without a terminal cannot be handed over at all.
+#[test]
+fn a_handoff_never_lowers_recording_or_moves_a_session_without_a_terminal() {
+    let rig = Rig::start();
+    rig.apply(&format!(
+        "kind: target\nname: dev1-norec\naddress: \"127.0.0.1:{port}\"\nprotocol: ssh\n\
+         accounts: [{{name: root, credential: vault/ssh/dev1}}]\nhostKey: \"{key}\"\n---\n\
+         kind: policy\nname: alice-norec\nsubjects: [user:alice@corp]\ntargets: {{names: [dev1-norec]}}\n\
+         recording: \"off\"\n---\n\
+         kind: policy\nname: bob-full\nsubjects: [user:bob@corp]\ntargets: {{names: [dev1-norec, dev1]}}\n\
+         recording: full\n",
+        port = rig.sshd_port,
+        key = rig.public_key("sshd_host"),
+    ));
+    let out = rig.path("a.out");
+    let mut alice = rig.shell("alice", "alice@corp:dev1-norec", &out);
+    let id = rig.wait_one_session();
+    type_line(&mut alice, "echo READY$((3+4))");
+    wait_output(&out, "READY7");
+    let r = rig.wgctl(&[
+        "session", "handoff", &id, "--to", "bob@corp", "--reason", "x",
+    ]);
+    assert!(!r.status.success());
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("requires recording full"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(owner(&rig, &id), "alice@corp");
+    type_line(&mut alice, "exit");
+    wait_exit(&mut alice, Duration::from_secs(20));
+
+    // A command without a terminal has no console to hand over.
+    let mut job = rig
+        .ssh("alice", "alice@corp:dev1", &["sleep 30"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = rig.wait_one_session();
+    let r = rig.wgctl(&[
+        "session", "handoff", &id, "--to", "bob@corp", "--reason", "x",
+    ]);
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("no interactive terminal"));
+    let _ = job.kill();
+    let _ = job.wait();
 }

@@ -13,7 +13,7 @@ mod common;
 use std::process::Child;
 use std::time::Duration;
 
-use common::{Rig, read, type_line, wait_output, wait_until};
+use common::{Rig, read, type_line, wait_exit, wait_output, wait_until};
 
 /// A target reachable by alice under a policy with the given reconnect mode and grace.
 fn target_with(rig: &Rig, name: &str, mode: &str, grace: &str) {
@@ -38,7 +38,7 @@ fn tty_after(text: &str, label: &str) -> String {
 
 fn cut(mut client: Child) {
     client.kill().unwrap();
-    client.wait().unwrap();
+    wait_exit(&mut client, Duration::from_secs(20));
 }
 
 fn kinds(rig: &Rig, id: &str) -> Vec<String> {
@@ -87,7 +87,7 @@ fn resume_reattaches_the_same_session_and_pty() {
     assert_eq!(live[0]["id"], id.as_str());
 
     type_line(&mut c2, "exit 3");
-    let st = c2.wait().unwrap();
+    let st = wait_exit(&mut c2, Duration::from_secs(20));
     assert_eq!(st.code(), Some(3));
     wait_until("closed", Duration::from_secs(5), || {
         rig.session(&id)["state"] == "closed"
@@ -134,7 +134,7 @@ fn resume_expires_after_the_grace() {
     let id2 = rig.wait_one_session();
     assert_ne!(id2, id);
     type_line(&mut c2, "exit");
-    c2.wait().unwrap();
+    wait_exit(&mut c2, Duration::from_secs(20));
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn a_terminated_detached_session_cannot_be_resumed() {
     let id2 = rig.wait_one_session();
     assert_ne!(id2, id, "a terminated session is never resumed");
     type_line(&mut c2, "exit");
-    c2.wait().unwrap();
+    wait_exit(&mut c2, Duration::from_secs(20));
 }
 
 #[test]
@@ -187,7 +187,7 @@ fn reauth_opens_a_new_session_and_supersedes_the_old() {
             .contains(" OK ")
     );
     type_line(&mut c2, "exit");
-    c2.wait().unwrap();
+    wait_exit(&mut c2, Duration::from_secs(20));
 }
 
 #[test]
@@ -212,15 +212,16 @@ fn strict_closes_at_once_when_the_client_drops() {
 #[test]
 fn the_owner_takes_over_a_stuck_session_by_its_id() {
     let rig = Rig::start();
+    target_with(&rig, "dev1-take", "resume", "30s");
     let out1 = rig.path("old.out");
-    let mut c1 = rig.shell("alice", "alice@corp:dev1", &out1);
+    let mut c1 = rig.shell("alice", "alice@corp:dev1-take", &out1);
     let id = rig.wait_one_session();
     type_line(&mut c1, "export WG_Y=still; echo T1=$(tty) N=$((5+5))");
     let text = wait_output(&out1, "N=10");
     let tty1 = tty_after(&text, "T1");
     // A plain second login is a second session, never a hijack of the first...
     let other = rig
-        .ssh("alice", "alice@corp:dev1", &["echo second"])
+        .ssh("alice", "alice@corp:dev1-take", &["echo second"])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&other.stdout), "second\n");
@@ -231,12 +232,54 @@ fn the_owner_takes_over_a_stuck_session_by_its_id() {
     let text = wait_output(&out2, "N=12");
     assert_eq!(tty_after(&text, "T2"), tty1);
     assert!(text.contains("Y=still"), "{text}");
-    let st = c1.wait().unwrap();
+    let st = wait_exit(&mut c1, Duration::from_secs(20));
     assert_ne!(st.code(), Some(0));
     assert!(read(&out1.with_extension("err")).contains("attached to this session"));
     type_line(&mut c2, "exit");
-    assert_eq!(c2.wait().unwrap().code(), Some(0));
+    assert_eq!(wait_exit(&mut c2, Duration::from_secs(20)).code(), Some(0));
     wait_until("closed", Duration::from_secs(5), || {
         rig.session(&id)["state"] == "closed"
     });
+}
+
+/// While a session is detached, a command, sftp or scp by the same actor is a new session beside
+/// it: it is neither pulled into the detached shell nor breaks it (review finding H1), and the
+/// terminal closing (its EOF) does not cut the resumed shell's input (H2).
+#[test]
+fn commands_beside_a_detached_session_are_new_sessions() {
+    let rig = Rig::start();
+    target_with(&rig, "dev1-side", "resume", "30s");
+    let out1 = rig.path("c1.out");
+    let mut c1 = rig.shell("alice", "alice@corp:dev1-side", &out1);
+    let id = rig.wait_one_session();
+    type_line(&mut c1, "export WG_S=side; echo R=$((7+7))");
+    wait_output(&out1, "R=14");
+    // The client's stdin closes first (EOF on the channel), then it dies.
+    drop(c1.stdin.take());
+    std::thread::sleep(Duration::from_millis(300));
+    cut(c1);
+    wait_until("detached", Duration::from_secs(5), || {
+        rig.session(&id)["state"] == "detached"
+    });
+    let exec = rig
+        .ssh("alice", "alice@corp:dev1-side", &["echo exec-ran"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "exec-ran\n");
+    assert_eq!(exec.status.code(), Some(0));
+    assert_eq!(rig.session(&id)["state"], "detached");
+    // Attaching by ID needs a terminal.
+    let no_tty = rig
+        .ssh("alice", &format!("alice@corp:{id}"), &["true"])
+        .output()
+        .unwrap();
+    assert_ne!(no_tty.status.code(), Some(0));
+    assert_eq!(rig.session(&id)["state"], "detached");
+    // The shell still takes input after the resume.
+    let out2 = rig.path("c2.out");
+    let mut c2 = rig.shell("alice", "alice@corp:dev1-side", &out2);
+    type_line(&mut c2, "echo S=$WG_S:$((8+8))");
+    wait_output(&out2, "S=side:16");
+    type_line(&mut c2, "exit");
+    assert_eq!(wait_exit(&mut c2, Duration::from_secs(20)).code(), Some(0));
 }

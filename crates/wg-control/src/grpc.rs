@@ -290,7 +290,14 @@ impl GatewayControl for GatewayService {
             client_ip: nonempty(req.client_ip),
             client_software: nonempty(req.client_software),
             gateway_max_active: (req.gateway_max_active > 0).then_some(req.gateway_max_active),
+            interactive: req.interactive,
         };
+        if req.may_defer && self.control.could_join(&ask).await.map_err(status)? {
+            return Ok(Response::new(SessionDecision {
+                deferred: true,
+                ..Default::default()
+            }));
+        }
         let decision = match self.control.request_session(ask).await {
             Ok(a) => {
                 let secret = a.credential.as_ref().map(|c| match c {

@@ -139,6 +139,7 @@ impl Rig {
                 client_ip: None,
                 client_software: None,
                 gateway_max_active: None,
+                interactive: false,
             })
             .await
             .unwrap();
@@ -149,7 +150,19 @@ impl Rig {
             assert!(
                 self.control
                     .store()
-                    .transition_session(admitted.session, from, to, &SessionPatch::default(), &[])
+                    .transition_session(
+                        admitted.session,
+                        from,
+                        to,
+                        // An interactive shell: only a session with a terminal can be handed off.
+                        &SessionPatch {
+                            pty_term: Some("xterm".into()),
+                            pty_cols: Some(80),
+                            pty_rows: Some(24),
+                            ..Default::default()
+                        },
+                        &[],
+                    )
                     .await
                     .unwrap()
             );

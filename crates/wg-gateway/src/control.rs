@@ -446,6 +446,14 @@ async fn execute(control: ControlClient, runtime: Arc<Runtime>, cmd: wg_proto::v
                 }
             }
         }
+        Some(gateway_command::Command::HandOff(h)) => {
+            if runtime.hand_off(&h.session_id, &h.notice) {
+                result.ok = true;
+                result.time_ms = wg_domain::time::now_millis();
+            } else {
+                result.error = format!("session {} is not live on this gateway", h.session_id);
+            }
+        }
         None => result.error = "empty command".into(),
     }
     if let Err(e) = control.complete(result).await {

@@ -62,6 +62,10 @@ pub struct LiveSession {
     recorder: tokio::sync::OnceCell<Recorder>,
     reported_recording: Mutex<(u32, u64)>,
     outcome: watch::Sender<Option<CloseOutcome>>,
+    /// Bumped when a handoff is accepted; the connection driving the session detaches its
+    /// client (with `handoff_notice`) and keeps the session for the new owner.
+    handoff: watch::Sender<u64>,
+    handoff_notice: Mutex<String>,
 }
 
 impl LiveSession {
@@ -88,6 +92,8 @@ impl LiveSession {
             recorder: tokio::sync::OnceCell::new(),
             reported_recording: Mutex::new((0, 0)),
             outcome: watch::channel(None).0,
+            handoff: watch::channel(0).0,
+            handoff_notice: Mutex::new(String::new()),
         }
     }
 
@@ -180,6 +186,33 @@ impl LiveSession {
         self.recorder.get()
     }
 
+    /// Signals that a handoff was accepted; `notice` is shown to the client being detached.
+    pub fn hand_off(&self, notice: &str) {
+        if let Ok(mut n) = self.handoff_notice.lock() {
+            *n = notice.to_owned();
+        }
+        self.handoff.send_modify(|g| *g += 1);
+    }
+
+    /// A receiver of the handoff count (see [`LiveSession::handoff_count`]).
+    pub fn handoffs(&self) -> watch::Receiver<u64> {
+        self.handoff.subscribe()
+    }
+
+    /// How many handoffs were accepted so far: a connection notes it when it gets the session
+    /// and lets go when it grows.
+    pub fn handoff_count(&self) -> u64 {
+        *self.handoff.borrow()
+    }
+
+    /// The notice of the last handoff.
+    pub fn handoff_notice(&self) -> String {
+        self.handoff_notice
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default()
+    }
+
     /// Publishes the close outcome (once).
     pub fn publish_outcome(&self, outcome: CloseOutcome) {
         self.outcome.send_if_modified(|o| {
@@ -249,6 +282,17 @@ impl Runtime {
     /// The IDs of the live sessions.
     pub fn session_ids(&self) -> Vec<String> {
         self.sessions.iter().map(|s| s.key().to_string()).collect()
+    }
+
+    /// Signals an accepted handoff to a live session; `false` when it is not live here.
+    pub fn hand_off(&self, id: &str, notice: &str) -> bool {
+        match id.parse().ok().and_then(|id| self.get(&id)) {
+            Some(s) => {
+                s.hand_off(notice);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Severs a live session the control plane has closed already (e.g. after declaring this

@@ -179,6 +179,25 @@ recording: full
 
     /// (Re)starts `wardengate dev` on the rig's data directory.
     pub fn start_wardengate(&mut self) {
+        // A port picked free can be taken by a parallel test before wardengate binds it: a
+        // first start tries other ports.
+        for attempt in 0..3 {
+            let fresh = self.ssh_port == 0;
+            if self.try_start_wardengate() {
+                return;
+            }
+            let taken = read(&self.wardengate_log).contains("Address already in use");
+            if !(fresh && taken) || attempt == 2 {
+                panic!(
+                    "wardengate dev did not start:\n{}",
+                    read(&self.wardengate_log)
+                );
+            }
+            self.ssh_port = 0;
+        }
+    }
+
+    fn try_start_wardengate(&mut self) -> bool {
         let port = if self.ssh_port == 0 {
             free_port()
         } else {
@@ -226,15 +245,14 @@ recording: full
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "wardengate dev did not start:\n{}",
-                    read(&self.wardengate_log)
-                );
+                let _ = child.wait();
+                return false;
             }
         };
         self.api = api;
         self.ssh_port = port;
         self.wardengate = Some(child);
+        true
     }
 
     /// Stops `wardengate dev` with SIGTERM and waits for it.
@@ -469,6 +487,23 @@ recording: full
     }
 }
 
+/// Waits up to `timeout` for a client to exit (a hung client fails the test instead of hanging
+/// the suite).
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the client did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Types one line into an interactive client's stdin.
 pub fn type_line(client: &mut Child, line: &str) {
     use std::io::Write;
@@ -478,18 +513,21 @@ pub fn type_line(client: &mut Child, line: &str) {
     stdin.flush().unwrap();
 }
 
-/// Waits (up to 10 s) for `marker` in a client's output file and returns the output.
+/// Waits (up to 10 s) for `marker` in a client's output file and returns the output; on a
+/// timeout the panic shows the output and the client's stderr (`out` + `.err`).
 pub fn wait_output(out: &Path, marker: &str) -> String {
-    let mut text = String::new();
-    wait_until(
-        &format!("{marker:?} in the output"),
-        Duration::from_secs(10),
-        || {
-            text = read(out);
-            text.contains(marker)
-        },
-    );
-    text
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = read(out);
+        if text.contains(marker) {
+            return text;
+        }
+        if Instant::now() >= deadline {
+            let err = std::fs::read_to_string(out.with_extension("err")).unwrap_or_default();
+            panic!("timed out waiting for {marker:?}; output:\n{text}\nstderr:\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 impl Drop for Rig {

@@ -38,7 +38,13 @@ impl ControlPlane {
         // A session of this actor that lost its client leg waits for it (seed, "Reconnect
         // behavior"): `resume` re-attaches it; `reauth` supersedes it with a new session.
         let mut superseded = None;
-        if let Some(prev) = self.detached_for(&ask, protocol).await.map_err(deny)? {
+        let detached = if ask.interactive {
+            self.detached_for(&ask, protocol).await.map_err(deny)?
+        } else {
+            // A command, a file transfer or a forward is a new session beside the detached one.
+            None
+        };
+        if let Some(prev) = detached {
             match self.reconnect_of(&prev).await.map_err(deny)?.mode {
                 ReconnectMode::Resume => {
                     if let Some(admitted) = self.resume(&prev, &ask, protocol).await? {

@@ -107,6 +107,14 @@ impl ControlPlane {
         if rec.actor == to {
             return Err(ControlError::bad_request(format!("{to} already owns {id}")));
         }
+        if rec.pty_term.is_none() && rec.pty_cols.is_none() {
+            return Err(ControlError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "session {id} has no interactive terminal: only a shell on a terminal can be handed off"
+                ),
+            ));
+        }
         let groups = self.principal_groups(to).await?.ok_or_else(|| {
             ControlError::not_found(format!("no user or service principal named {to:?}"))
         })?;
@@ -248,7 +256,31 @@ impl ControlPlane {
             audit: vec![event],
         };
         match store.accept_handoff(&acceptance).await? {
-            HandoffAcceptOutcome::Accepted(h) => Ok(handoff_view(&h)),
+            HandoffAcceptOutcome::Accepted(h) => {
+                // From now on the previous owner's input must not reach the session: its
+                // gateway detaches that client at once and keeps the session for the new owner.
+                let notice = format!(
+                    "wardengate: this session was handed off to {caller} ({}); this terminal is detached",
+                    h.reason
+                );
+                let sent = self
+                    .inner
+                    .gateways
+                    .send(
+                        &rec.gateway,
+                        wg_proto::v1::gateway_command::Command::HandOff(wg_proto::v1::HandOff {
+                            session_id: id.to_string(),
+                            new_owner: caller.to_owned(),
+                            notice,
+                        }),
+                        self.inner.config.terminate_timeout,
+                    )
+                    .await;
+                if let Err(e) = sent {
+                    tracing::warn!(session = %id, error = %e, "cannot detach the previous owner's client");
+                }
+                Ok(handoff_view(&h))
+            }
             HandoffAcceptOutcome::Expired(h) => Err(expired(&h)),
             HandoffAcceptOutcome::NotPending => Err(ControlError::new(
                 ErrorCode::Conflict,
@@ -382,8 +414,37 @@ impl ControlPlane {
                 .map_err(|e: wg_domain::lifecycle::UnknownName| {
                     ControlError::internal(e.to_string())
                 })?;
-        self.permitting_policy(name, groups, &target, protocol, rec.account.as_deref())
-            .await
+        let admission = self
+            .permitting_policy(name, groups, &target, protocol, rec.account.as_deref())
+            .await?;
+        // The incoming owner's policy applies from the acceptance on; a session cannot start
+        // being recorded half-way, so a policy that demands more recording than the session has
+        // refuses the handoff (fail closed) rather than letting the new owner work unrecorded.
+        let rank = |m: &str| match m {
+            "full" => 2,
+            "metadata" => 1,
+            _ => 0,
+        };
+        let wanted = admission.recording.as_str();
+        if rank(wanted) > rank(&rec.recording_mode) {
+            let mut e = ControlError::new(
+                ErrorCode::PolicyDenied,
+                format!(
+                    "{name}'s policy {} requires recording {wanted}, but session {} is recorded as {}; \
+                     open a new session instead",
+                    admission.policy,
+                    rec.id,
+                    if rec.recording_mode.is_empty() {
+                        "off"
+                    } else {
+                        &rec.recording_mode
+                    }
+                ),
+            );
+            e.0.target = Some(rec.target.clone());
+            return Err(e);
+        }
+        Ok(admission)
     }
 }
 

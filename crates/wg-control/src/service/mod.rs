@@ -139,6 +139,9 @@ pub struct SessionAsk {
     pub client_software: Option<String>,
     /// The gateway's `gateway.maxActive` (`None`: unlimited).
     pub gateway_max_active: Option<u32>,
+    /// The client asked for an interactive shell on a terminal: only then may the connection
+    /// re-attach a detached session or take a session over.
+    pub interactive: bool,
 }
 
 /// A lifecycle report from a gateway.

@@ -14,11 +14,12 @@
 use serde_json::json;
 use wg_domain::SessionId;
 use wg_domain::audit::{NewAuditEvent, kinds};
+use wg_domain::handoff::HandoffState;
 use wg_domain::lifecycle::{EndReason, SessionState};
-use wg_domain::resources::{Kind, Protocol, Reconnect, Resource};
+use wg_domain::resources::{Kind, Protocol, Reconnect, ReconnectMode, Resource};
 use wg_domain::{ErrorCode, policy};
 use wg_proto::v1::gateway_command;
-use wg_store::{SessionFilter, SessionPatch, SessionRecord};
+use wg_store::{HandoffFilter, SessionFilter, SessionPatch, SessionRecord};
 
 use super::{Admitted, ControlPlane, Denied, SessionAsk};
 use crate::ControlError;
@@ -47,6 +48,22 @@ impl ControlPlane {
         Ok(found
             .into_iter()
             .find(|s| ask.account.is_none() || ask.account == s.account))
+    }
+
+    /// Whether a connection for `ask` could join a live session instead of opening one: its
+    /// login names a session, or a detached session of the actor waits on that target. The
+    /// gateway then defers the decision until it knows whether the client wants a shell.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn could_join(&self, ask: &SessionAsk) -> Result<bool, ControlError> {
+        if ask.target.parse::<SessionId>().is_ok() {
+            return Ok(true);
+        }
+        let Ok(protocol) = ask.protocol.parse::<Protocol>() else {
+            return Ok(false);
+        };
+        Ok(self.detached_for(ask, protocol).await?.is_some())
     }
 
     /// The reconnect behaviour of a session's policy as it is now (strict if the policy is gone).
@@ -135,6 +152,11 @@ impl ControlPlane {
         ask: &SessionAsk,
         protocol: Protocol,
     ) -> Result<Admitted, ControlError> {
+        if !ask.interactive {
+            return Err(ControlError::bad_request(format!(
+                "attaching to {sid} needs an interactive shell on a terminal (ssh -t, no command)"
+            )));
+        }
         let Some(cur) = self.inner.store.get_session(sid).await? else {
             return Err(ControlError::not_found(format!("no session {sid}")));
         };
@@ -171,6 +193,14 @@ impl ControlPlane {
                 ),
             ));
         }
+        // A session whose client never had a terminal (exec, sftp, forwards) has no console.
+        // (`ssh -tt` without a terminal of its own sends an empty TERM and a 0x0 size.)
+        if cur.pty_term.is_none() && cur.pty_cols.is_none() {
+            return Err(ControlError::new(
+                ErrorCode::Conflict,
+                format!("session {sid} has no interactive terminal to attach to"),
+            ));
+        }
         let admission = self
             .owner_admission(&cur, &ask.actor, protocol)
             .await
@@ -178,6 +208,29 @@ impl ControlPlane {
                 e.0.message = format!("{} (attach to {sid})", e.0.message);
                 e
             })?;
+        // Taking a session over is a reconnect: only `resume` allows it to the owner; under
+        // `reauth` or `strict` only the new owner of an accepted handoff may attach.
+        if admission.reconnect.mode != ReconnectMode::Resume {
+            let handed_over = self
+                .inner
+                .store
+                .list_handoffs(&HandoffFilter {
+                    session: Some(sid),
+                    to_principal: Some(ask.actor.clone()),
+                    state: Some(HandoffState::Accepted),
+                })
+                .await?;
+            if handed_over.is_empty() {
+                return Err(ControlError::new(
+                    ErrorCode::PolicyDenied,
+                    format!(
+                        "policy {} does not allow reconnecting to a session (reconnect: {}); connect with ACTOR:TARGET for a new session",
+                        admission.policy,
+                        admission.reconnect.mode.as_str()
+                    ),
+                ));
+            }
+        }
         let event = NewAuditEvent::new(kinds::SESSION_ATTACHED)
             .actor(&ask.actor)
             .session(sid)
@@ -231,6 +284,7 @@ impl ControlPlane {
             client_ip: None,
             client_software: None,
             gateway_max_active: None,
+            interactive: false,
         };
         Ok(self.decide(&ask, &groups, target, protocol).await?.0)
     }

@@ -416,6 +416,10 @@ async fn client_to_target(
                 ctx.live.touch_input();
                 tx.extended_data_bytes(ext, data).await
             }
+            // On the console, a client's EOF (sent as its terminal closes) would end the shell's
+            // input for good, also for the client that resumes or takes over: a terminal
+            // cannot be half-closed, so sshd drops everything after it. Not relayed there.
+            ChannelMsg::Eof if console => Ok(()),
             ChannelMsg::Eof => tx.eof().await,
             ChannelMsg::Close => {
                 let _ = tx.close().await;

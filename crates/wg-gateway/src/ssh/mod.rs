@@ -7,10 +7,13 @@
 //! 1. `auth_publickey` (signature already verified by russh): the control plane checks the key
 //!    belongs to ACTOR. Unknown keys are rejected; a malformed login name is accepted only when
 //!    the key alone identifies one actor, so that the client can be told what is wrong.
-//! 2. `auth_succeeded`: the access decision (control plane) and, if admitted, the target leg with
-//!    the injected account. A denial or a target failure is delivered in-band on the client's
-//!    first session channel — one line on stderr and exit status 1 — because SSH offers no way to
-//!    explain a refusal during authentication.
+//! 2. The first channel request (shell, exec or subsystem on the first session channel, or a
+//!    port forward): the access decision (control plane) and, if admitted, the target leg with
+//!    the injected account. The decision waits for it because only then is it known whether the
+//!    client wants an interactive shell on a terminal — the only kind of connection that may
+//!    resume a detached session or take one over. pty-req and env before it are kept and replayed.
+//!    A denial or a target failure is delivered in-band on that channel — one line on stderr and
+//!    exit status 1 — because SSH offers no way to explain a refusal during authentication.
 //! 3. Each client session channel is bridged to a target channel ([`bridge`]).
 //! 4. Close sequence (exactly once, by the connection task): stop the relay, seal the recording,
 //!    tell the client why (for a forced end), sever both legs, report `closed`.
@@ -186,6 +189,8 @@ struct Admission {
 /// The state of a client connection after authentication.
 enum ConnState {
     Authenticating,
+    /// Authenticated; the decision waits for the first channel request.
+    Authenticated,
     /// The attempt was refused: the line to show the client.
     Refused(String),
     Ready(Arc<SshSession>),
@@ -242,7 +247,12 @@ impl Settings {
             } else {
                 d.reconnect_mode.clone()
             },
-            reconnect_grace: or(d.reconnect_grace_ms, 120),
+            // A decision that names a mode carries the policy's grace, 0 included.
+            reconnect_grace: if d.reconnect_mode.is_empty() {
+                or(d.reconnect_grace_ms, 120)
+            } else {
+                Duration::from_millis(d.reconnect_grace_ms)
+            },
         }
     }
 }
@@ -296,6 +306,19 @@ struct ClientHandler {
     released: CancellationToken,
     /// The decision was an attach: the first session channel takes over the console.
     attach_pending: bool,
+    /// The client's SSH ident, for the decision.
+    ident: String,
+    /// The first session channel, held until its shell/exec/subsystem request decides.
+    pending: Option<Pending>,
+    /// The session's handoff count when this connection got it (see `End::HandedOff`).
+    handoff_base: Arc<OnceLock<u64>>,
+}
+
+/// The first session channel before the decision, with the requests that came before it.
+struct Pending {
+    channel: Channel<Msg>,
+    pty: Option<bridge::Request>,
+    env: Vec<(String, String)>,
 }
 
 async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: SocketAddr) {
@@ -304,6 +327,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
     let refusal: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
     let admission = Arc::new(Admission::default());
     let released = CancellationToken::new();
+    let handoff_base: Arc<OnceLock<u64>> = Arc::new(OnceLock::new());
     let conn = shared
         .connections
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -321,6 +345,9 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         conn,
         released: released.clone(),
         attach_pending: false,
+        ident: String::new(),
+        pending: None,
+        handoff_base: handoff_base.clone(),
     };
     let running = match russh::server::run_stream(shared.config.clone(), stream, handler).await {
         Ok(r) => r,
@@ -333,7 +360,26 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
     tokio::pin!(running);
     let mut idle = IdleClock::default();
     let accepted = tokio::time::Instant::now();
+    let mut handoffs: Option<(tokio::sync::watch::Receiver<u64>, u64)> = None;
     let ended = loop {
+        if handoffs.is_none()
+            && let (Some(s), Some(base)) = (slot.get(), handoff_base.get())
+        {
+            handoffs = Some((s.live().handoffs(), *base));
+        }
+        let handed_off = async {
+            match handoffs.as_mut() {
+                // A handoff accepted since this connection got the session (also one accepted
+                // before this loop looked): this client is let go.
+                Some((rx, base)) => {
+                    let base = *base;
+                    if rx.wait_for(|n| *n > base).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
         let wait = idle.next_wake(slot.get());
         // The session's own kill token: for a connection that attached to a running session it
         // is not this connection's token.
@@ -349,6 +395,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
             _ = kill.cancelled() => break End::Killed,
             _ = session_killed => break End::Killed,
             _ = released.cancelled() => break End::Released,
+            _ = handed_off => break End::HandedOff,
             _ = &mut running => break End::ClientGone,
             _ = wait => {}
         }
@@ -390,6 +437,49 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         return;
     };
     match ended {
+        End::HandedOff => {
+            // A handoff was accepted: this (previous owner's) client is told and let go at once;
+            // the session waits for the new owner to attach.
+            let notice = session.live().handoff_notice();
+            if let Some(console) = session.live_console() {
+                console.detach(conn).await;
+            }
+            if let Some(rec) = session.live().started_recorder() {
+                let _ = rec
+                    .record(wg_recording::Frame::Marker(notice.clone()))
+                    .await;
+            }
+            idle::notify_client(&session, &server, &format!("\r\n{notice}\r\n")).await;
+            let channels: Vec<ChannelId> = session
+                .client_channels
+                .lock()
+                .map(|c| c.clone())
+                .unwrap_or_default();
+            for ch in channels {
+                let _ = server.eof(ch).await;
+                let _ = server.close(ch).await;
+            }
+            if tokio::time::timeout(Duration::from_secs(1), &mut running)
+                .await
+                .is_err()
+            {
+                let _ = server
+                    .disconnect(russh::Disconnect::ByApplication, notice, String::new())
+                    .await;
+            }
+            if !detach(&shared, &session, conn, true).await {
+                let outcome = close(
+                    &shared,
+                    &session,
+                    EndReason::ClientExit,
+                    None,
+                    None,
+                    ClientLeg::Gone,
+                )
+                .await;
+                session.live().publish_outcome(outcome);
+            }
+        }
         End::Released => {
             // Another connection took this one's console over (a handoff, or its owner
             // resumed elsewhere): the session goes on there. This client was told why.
@@ -403,7 +493,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
                 .await;
         }
         End::ClientGone if !session.live().kill_token().is_cancelled() => {
-            if !detach(&shared, &session, conn).await {
+            if !detach(&shared, &session, conn, false).await {
                 let outcome = close(
                     &shared,
                     &session,
@@ -443,14 +533,20 @@ enum End {
     ClientGone,
     /// Another connection took the session's console over.
     Released,
+    /// A handoff was accepted: this client is let go, the session waits for the new owner.
+    HandedOff,
 }
 
 /// Keeps a session whose client leg dropped, when its policy lets the client come back
 /// (`resume`, `reauth`) and its console is still running: the session is reported `detached`
 /// and waits for the reconnect grace. Returns `false` when the session must close instead.
-async fn detach(shared: &Arc<Shared>, session: &Arc<SshSession>, conn: u64) -> bool {
-    let settings = session.settings();
-    if settings.reconnect_mode == "strict" {
+/// `handoff`: the client was let go for a new owner, who gets the grace (at least 120 s) to
+/// attach whatever the reconnect mode.
+async fn detach(shared: &Arc<Shared>, session: &Arc<SshSession>, conn: u64, handoff: bool) -> bool {
+    let mut settings = session.settings();
+    if handoff {
+        settings.reconnect_grace = settings.reconnect_grace.max(Duration::from_secs(120));
+    } else if settings.reconnect_mode == "strict" {
         return false;
     }
     let Some(console) = session.live_console() else {
@@ -535,7 +631,12 @@ async fn report(control: &ControlClient, report: SessionReport) {
 
 impl ClientHandler {
     /// Decides the attempt and opens the target leg; returns the refusal line on failure.
-    async fn admit(&mut self, client_software: String) -> Result<Arc<SshSession>, String> {
+    async fn admit(
+        &mut self,
+        client_software: String,
+        interactive: bool,
+        may_defer: bool,
+    ) -> Result<Option<Arc<SshSession>>, String> {
         let login = match self.login.clone() {
             Some(Ok(l)) => l,
             Some(Err(msg)) => return Err(msg),
@@ -553,10 +654,15 @@ impl ClientHandler {
                 client_ip: self.peer.ip().to_string(),
                 client_software,
                 gateway_max_active: self.shared.settings.max_active.unwrap_or(0),
+                interactive,
+                may_defer,
                 ..Default::default()
             })
             .await
             .map_err(|e| format!("control plane unreachable: {e}"))?;
+        if decision.deferred {
+            return Ok(None);
+        }
         if !decision.allowed {
             let mut line = format!(
                 "access denied ({}): {}",
@@ -575,7 +681,7 @@ impl ClientHandler {
             .parse()
             .map_err(|_| "control plane returned a malformed session ID".to_string())?;
         if decision.attach {
-            return self.admit_attach(id, &decision);
+            return self.admit_attach(id, &decision).map(Some);
         }
         let live = Arc::new(LiveSession::with_kill_token(
             id,
@@ -652,7 +758,7 @@ impl ClientHandler {
             closing: std::sync::atomic::AtomicBool::new(false),
         });
         self.shared.sessions.insert(id, session.clone());
-        Ok(session)
+        Ok(Some(session))
     }
 
     /// Joins a session already live here (the decision was an attach: its owner resuming, or
@@ -739,30 +845,15 @@ impl russh::server::Handler for ClientHandler {
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
-        let ident = String::from_utf8_lossy(session.remote_sshid())
+        self.ident = String::from_utf8_lossy(session.remote_sshid())
             .trim()
             .to_owned();
-        self.admission
-            .admitting
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let admitted = self.admit(ident).await;
-        match admitted {
-            Ok(s) => {
-                let _ = self.slot.set(s.clone());
-                self.state = ConnState::Ready(s);
-                self.admission.done.notify_one();
-            }
-            Err(line) => {
-                let _ = self.refusal.set(line.clone());
-                self.state = ConnState::Refused(line);
-                self.admission.done.notify_one();
-                // Close the connection if the client never opens a channel to read the refusal.
-                let kill = self.kill.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    kill.cancel();
-                });
-            }
+        self.state = ConnState::Authenticated;
+        // Decided now, unless the connection could join a live session (a resume, a
+        // take-over): then at the first channel request, which tells whether it is a shell.
+        if let Err(line) = self.decide(false, true).await {
+            tracing::debug!(error = %line, "attempt refused");
+            self.close_refused_later();
         }
         Ok(())
     }
@@ -777,6 +868,20 @@ impl russh::server::Handler for ClientHandler {
             ConnState::Authenticating => {
                 reply
                     .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+            }
+            ConnState::Authenticated if self.pending.is_none() => {
+                reply.accept().await;
+                self.pending = Some(Pending {
+                    channel,
+                    pty: None,
+                    env: Vec::new(),
+                });
+            }
+            ConnState::Authenticated => {
+                // One channel at a time until the decision.
+                reply
+                    .reject(russh::ChannelOpenFailure::ResourceShortage)
                     .await;
             }
             ConnState::Refused(line) => {
@@ -811,38 +916,6 @@ impl russh::server::Handler for ClientHandler {
                     let _ = channel.eof().await;
                     let _ = channel.close().await;
                 });
-            }
-            ConnState::Ready(s) if self.attach_pending => {
-                let s = s.clone();
-                self.attach_pending = false;
-                let Some(console) = s.live_console() else {
-                    reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
-                    return Ok(());
-                };
-                reply.accept().await;
-                let owner = s.settings().owner;
-                let notice = format!(
-                    "wardengate: {owner} attached to this session from another connection; this terminal is detached"
-                );
-                let ctx = self.bridge_ctx(&s, session);
-                ctx.marker(format!("attached: input from {owner} from now on"))
-                    .await;
-                let id = channel.id();
-                let (pair, task) = bridge::attach_console(
-                    ctx,
-                    &console,
-                    channel,
-                    (self.released.clone(), self.conn),
-                    &notice,
-                )
-                .await;
-                self.pairs.insert(id, pair);
-                if let Ok(mut c) = s.client_channels.lock() {
-                    *c = vec![id];
-                }
-                if let Ok(mut b) = s.bridges.lock() {
-                    b.push(task);
-                }
             }
             ConnState::Ready(s) => {
                 let s = s.clone();
@@ -885,6 +958,11 @@ impl russh::server::Handler for ClientHandler {
             pix_height,
             modes: modes.to_vec(),
         };
+        if let Some(p) = self.pending.as_mut().filter(|p| p.channel.id() == channel) {
+            // Kept for the decision (an interactive shell?) and replayed to the target after it.
+            p.pty = Some(req);
+            return session.channel_success(channel);
+        }
         self.forward(channel, req, session).await
     }
 
@@ -893,7 +971,7 @@ impl russh::server::Handler for ClientHandler {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.forward(channel, bridge::Request::Shell, session).await
+        self.request(channel, bridge::Request::Shell, session).await
     }
 
     async fn exec_request(
@@ -902,7 +980,7 @@ impl russh::server::Handler for ClientHandler {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.forward(channel, bridge::Request::Exec(data.to_vec()), session)
+        self.request(channel, bridge::Request::Exec(data.to_vec()), session)
             .await
     }
 
@@ -912,7 +990,7 @@ impl russh::server::Handler for ClientHandler {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.forward(
+        self.request(
             channel,
             bridge::Request::Subsystem(name.to_owned()),
             session,
@@ -927,7 +1005,10 @@ impl russh::server::Handler for ClientHandler {
         variable_value: &str,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(pair) = self.pairs.get(&channel) {
+        if let Some(p) = self.pending.as_mut().filter(|p| p.channel.id() == channel) {
+            p.env
+                .push((variable_name.to_owned(), variable_value.to_owned()));
+        } else if let Some(pair) = self.pairs.get(&channel) {
             pair.env(variable_name, variable_value).await;
         }
         Ok(())
@@ -972,6 +1053,13 @@ impl russh::server::Handler for ClientHandler {
         reply: russh::server::ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if matches!(self.state, ConnState::Authenticated) {
+            // A forward before any session channel (`ssh -N -L`): decided now, not interactive.
+            if let Err(line) = self.decide(false, false).await {
+                self.close_refused_later();
+                tracing::info!(error = %line, "forward refused: no session");
+            }
+        }
         let ConnState::Ready(s) = &self.state else {
             reply
                 .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
@@ -1042,7 +1130,13 @@ impl russh::server::Handler for ClientHandler {
         port: &mut u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        // Remote forwarding (`ssh -R`) is not offered: refuse it, on the record.
+        // Remote forwarding (`ssh -R`) is not offered: refuse it, on the record (of a session
+        // decided now if there is none yet, as for any forward).
+        if matches!(self.state, ConnState::Authenticated)
+            && self.decide(false, false).await.is_err()
+        {
+            self.close_refused_later();
+        }
         self.refuse_forward(serde_json::json!({
             "direction": "remote", "host": address, "port": *port,
         }))
@@ -1060,6 +1154,11 @@ impl russh::server::Handler for ClientHandler {
         reply
             .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
             .await;
+        if matches!(self.state, ConnState::Authenticated)
+            && self.decide(false, false).await.is_err()
+        {
+            self.close_refused_later();
+        }
         self.refuse_forward(serde_json::json!({
             "direction": "local", "socket": socket_path,
         }))
@@ -1115,6 +1214,11 @@ impl ClientHandler {
                 SessionReport {
                     session_id: s.live().id.to_string(),
                     state: "active".into(),
+                    pty: s.live().pty().map(|(term, cols, rows)| wg_proto::v1::Pty {
+                        term,
+                        cols,
+                        rows,
+                    }),
                     ..Default::default()
                 },
             )
@@ -1155,6 +1259,182 @@ impl ClientHandler {
         }
     }
 
+    /// Decides the attempt (see [`ClientHandler::admit`]) and records the outcome on the
+    /// connection: ready with a session, or refused with the line to show.
+    /// `Ok(None)`: deferred (only with `may_defer`), the connection stays undecided.
+    async fn decide(
+        &mut self,
+        interactive: bool,
+        may_defer: bool,
+    ) -> Result<Option<Arc<SshSession>>, String> {
+        self.admission
+            .admitting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let admitted = self.admit(self.ident.clone(), interactive, may_defer).await;
+        match &admitted {
+            Ok(Some(s)) => {
+                let _ = self.handoff_base.set(s.live().handoff_count());
+                let _ = self.slot.set(s.clone());
+                self.state = ConnState::Ready(s.clone());
+            }
+            Ok(None) => {
+                self.admission
+                    .admitting
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                return admitted;
+            }
+            Err(line) => {
+                let _ = self.refusal.set(line.clone());
+                self.state = ConnState::Refused(line.clone());
+            }
+        }
+        self.admission.done.notify_one();
+        admitted
+    }
+
+    /// Closes a refused connection after a moment, if the client does not leave first.
+    fn close_refused_later(&self) {
+        let kill = self.kill.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            kill.cancel();
+        });
+    }
+
+    /// A shell, exec or subsystem request: the first one decides the attempt; later ones are
+    /// forwarded.
+    async fn request(
+        &mut self,
+        channel: ChannelId,
+        req: bridge::Request,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let Some(p) = self.pending.take_if(|p| p.channel.id() == channel) else {
+            return self.forward(channel, req, session).await;
+        };
+        let interactive = matches!(req, bridge::Request::Shell) && p.pty.is_some();
+        let s = match self.decide(interactive, false).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return session.channel_failure(channel),
+            Err(line) => {
+                // The refusal goes on this channel: one line on stderr, exit status 1.
+                session.channel_success(channel)?;
+                let handle = session.handle();
+                let kill = self.kill.clone();
+                let ch = p.channel;
+                tokio::spawn(async move {
+                    let id = ch.id();
+                    let _ = ch
+                        .extended_data_bytes(1, format!("wardengate: {line}\r\n").into_bytes())
+                        .await;
+                    let _ = handle.exit_status_request(id, 1).await;
+                    let _ = ch.eof().await;
+                    let _ = ch.close().await;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    kill.cancel();
+                });
+                return Ok(());
+            }
+        };
+        if self.kill.is_cancelled() || s.live().kill_token().is_cancelled() {
+            // Ended while being set up (e.g. terminated while the target leg was opened):
+            // nothing runs; the channel only carries the reason to the client.
+            session.channel_success(channel)?;
+            let line = s
+                .live()
+                .kill_info()
+                .map_or_else(|| "wardengate: session closed".to_owned(), notice_for);
+            let ch = p.channel;
+            tokio::spawn(async move {
+                let _ = ch
+                    .extended_data_bytes(1, format!("{line}\r\n").into_bytes())
+                    .await;
+                let _ = ch.eof().await;
+                let _ = ch.close().await;
+            });
+            return Ok(());
+        }
+        if self.attach_pending {
+            self.attach_pending = false;
+            let size = match &p.pty {
+                Some(bridge::Request::Pty { cols, rows, .. }) => Some((*cols, *rows)),
+                _ => None,
+            };
+            self.take_over_console(&s, p.channel, size, session).await;
+            return session.channel_success(channel);
+        }
+        let target_channel = match s.target.channel_open_session().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "target refused a channel");
+                return session.channel_failure(channel);
+            }
+        };
+        if let Ok(mut c) = s.client_channels.lock() {
+            c.push(channel);
+        }
+        // Known before the session goes active, so that the `active` report carries it.
+        if let Some(bridge::Request::Pty {
+            term, cols, rows, ..
+        }) = &p.pty
+        {
+            s.live().set_pty(term, *cols, *rows);
+        }
+        self.attach(&s, p.channel, target_channel, session, None)
+            .await;
+        if let Some(pair) = self.pairs.get_mut(&channel) {
+            if let Some(pty) = p.pty {
+                // The client was told yes already; a target that refuses a terminal runs the
+                // shell without one, as it would tell the client directly.
+                let _ = pair.request(pty).await;
+            }
+            for (k, v) in &p.env {
+                pair.env(k, v).await;
+            }
+        }
+        self.forward(channel, req, session).await
+    }
+
+    /// Takes the session's console over with the client channel `channel` (a resume, or the new
+    /// owner after a handoff), resized to the client's terminal.
+    async fn take_over_console(
+        &mut self,
+        s: &Arc<SshSession>,
+        channel: Channel<Msg>,
+        size: Option<(u32, u32)>,
+        session: &mut Session,
+    ) {
+        let Some(console) = s.live_console() else {
+            return;
+        };
+        let owner = s.settings().owner;
+        let notice = format!(
+            "wardengate: {owner} attached to this session from another connection; this terminal is detached"
+        );
+        let ctx = self.bridge_ctx(s, session);
+        ctx.marker(format!("attached: input from {owner} from now on"))
+            .await;
+        let id = channel.id();
+        let (pair, task) = bridge::attach_console(
+            ctx,
+            &console,
+            channel,
+            (self.released.clone(), self.conn),
+            &notice,
+        )
+        .await;
+        if let Some((cols, rows)) = size {
+            pair.window_change(cols, rows, 0, 0).await;
+        }
+        self.pairs.insert(id, pair);
+        if let Ok(mut c) = s.client_channels.lock() {
+            *c = vec![id];
+        }
+        if let Ok(mut b) = s.bridges.lock() {
+            b.push(task);
+        }
+    }
+
     /// Forwards a request that needs an answer and answers the client before russh reads the
     /// next request. Channels of a refused attempt are answered by their refusal task.
     async fn forward(
@@ -1166,10 +1446,29 @@ impl ClientHandler {
         let Some(pair) = self.pairs.get_mut(&channel) else {
             return Ok(());
         };
-        if pair.request(req).await {
-            session.channel_success(channel)
-        } else {
-            session.channel_failure(channel)
+        let is_pty = matches!(req, bridge::Request::Pty { .. });
+        if !pair.request(req).await {
+            return session.channel_failure(channel);
         }
+        if is_pty && let ConnState::Ready(s) = &self.state {
+            // The terminal is part of the decision trail, and what a take-over checks: the
+            // control plane learns it now rather than with the next progress report.
+            let live = s.live().clone();
+            let control = self.shared.control.clone();
+            if let Some((term, cols, rows)) = live.pty() {
+                let batch = wg_proto::v1::ProgressBatch {
+                    sessions: vec![wg_proto::v1::SessionProgress {
+                        session_id: live.id.to_string(),
+                        pty: Some(wg_proto::v1::Pty { term, cols, rows }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                };
+                if let Err(e) = control.progress(batch).await {
+                    tracing::warn!(session = %live.id, error = %e, "cannot report the terminal");
+                }
+            }
+        }
+        session.channel_success(channel)
     }
 }
