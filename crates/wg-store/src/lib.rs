@@ -606,11 +606,12 @@ impl Store {
     pub async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionRecord>> {
         let mut args = Args::default();
         let mut conds = Vec::new();
+        // A literal, not a bound parameter: it must match the predicate of the partial indexes
+        // over live sessions (migration 5), which SQLite compares with literal terms only and a
+        // PostgreSQL generic plan cannot prove for a parameter. (A constant; no input reaches it.)
+        let live = format!("state <> '{}'", SessionState::Closed.as_str());
         if filter.states.is_empty() {
-            conds.push(format!(
-                "state <> {}",
-                args.push(SessionState::Closed.as_str())
-            ));
+            conds.push(live);
         } else {
             let list: Vec<String> = filter
                 .states
@@ -618,6 +619,10 @@ impl Store {
                 .map(|s| args.push(s.as_str()))
                 .collect();
             conds.push(format!("state IN ({})", list.join(", ")));
+            if !filter.states.contains(&SessionState::Closed) {
+                // Implied by the list; stated so that live states use the live indexes too.
+                conds.push(live);
+            }
         }
         for (column, value) in [
             ("actor", &filter.actor),

@@ -35,6 +35,11 @@ const SQLITE: &[Migration] = &[
         name: "gateways",
         sql: include_str!("../migrations/sqlite/0004_gateways.sql"),
     },
+    Migration {
+        version: 5,
+        name: "session_list_indexes",
+        sql: include_str!("../migrations/sqlite/0005_session_list_indexes.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -57,6 +62,11 @@ const POSTGRES: &[Migration] = &[
         version: 4,
         name: "gateways",
         sql: include_str!("../migrations/postgres/0004_gateways.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "session_list_indexes",
+        sql: include_str!("../migrations/postgres/0005_session_list_indexes.sql"),
     },
 ];
 

@@ -779,6 +779,23 @@ async fn sessions_insert_get_and_filters(db: &TestDb) {
         .await,
         vec![closed.id, full.id]
     );
+    // Live states only (the query then also states `state <> 'closed'` for the live indexes).
+    assert_eq!(
+        ids(SessionFilter {
+            states: vec![SessionState::Active],
+            ..SessionFilter::default()
+        })
+        .await,
+        vec![full.id]
+    );
+    assert_eq!(
+        ids(SessionFilter {
+            states: vec![SessionState::Requested, SessionState::Active],
+            ..SessionFilter::default()
+        })
+        .await,
+        vec![c.id, b.id, full.id]
+    );
     assert_eq!(
         ids(SessionFilter {
             actor: Some("alice@corp".to_owned()),
