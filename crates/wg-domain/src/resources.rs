@@ -543,6 +543,14 @@ impl Resource {
                 }
             }
             Resource::Target(t) => {
+                // The SSH login ACTOR:sess_… names a live session: a target called like one
+                // could never be reached.
+                if t.name.parse::<crate::SessionId>().is_ok() {
+                    return Err(format!(
+                        "target name {:?} has the form of a session ID (sess_ + 12 hex), which logins read as a session",
+                        t.name
+                    ));
+                }
                 check_address(&t.address)?;
                 for a in &t.accounts {
                     check_name(&a.name).map_err(|e| format!("accounts: {e}"))?;
@@ -584,6 +592,10 @@ impl Resource {
                 if p.idle.grace.is_zero() {
                     return Err("idle.grace must be positive (at least 1s)".into());
                 }
+                // A detached session holds its target leg, PTY and concurrency slots.
+                if p.reconnect.grace > MAX_RECONNECT_GRACE {
+                    return Err("reconnect.grace must be at most 24h".into());
+                }
                 for rule in &p.forwarding.local {
                     let ok = rule.rsplit_once(':').is_some_and(|(h, port)| {
                         !h.is_empty() && (port == "*" || port.parse::<u16>().is_ok_and(|n| n > 0))
@@ -606,6 +618,9 @@ impl Resource {
         Ok(())
     }
 }
+
+/// Longest `reconnect.grace` a policy may give.
+const MAX_RECONNECT_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 253 {
@@ -926,6 +941,14 @@ maxSessionsPerTarget: 5
             (
                 "kind: policy\nname: p\nsubjects: [user:a]\ntargets: {names: [t]}\nidle: {timeout: soon}\n",
                 "invalid duration",
+            ),
+            (
+                "kind: target\nname: sess_0123456789ab\naddress: h:22\nprotocol: ssh\n",
+                "form of a session ID",
+            ),
+            (
+                "kind: policy\nname: p\nsubjects: [user:a]\ntargets: {names: [t]}\nreconnect: {mode: resume, grace: 25h}\n",
+                "at most 24h",
             ),
         ] {
             let e = parse_documents(text).unwrap_err();
