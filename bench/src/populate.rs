@@ -284,40 +284,8 @@ impl Generator<'_> {
     }
 }
 
-/// The `sessions` columns, in the order of the schema (and of wg-store's own column list).
-const COLUMNS: [&str; 31] = [
-    "id",
-    "state",
-    "actor",
-    "actor_groups",
-    "target",
-    "target_address",
-    "protocol",
-    "account",
-    "vault_path",
-    "policy",
-    "mfa",
-    "gateway",
-    "gateway_address",
-    "client_ip",
-    "client_geo",
-    "client_software",
-    "pty_term",
-    "pty_cols",
-    "pty_rows",
-    "recording_mode",
-    "recording_chunks",
-    "recording_bytes",
-    "recording_status",
-    "recording_sha256",
-    "created_ms",
-    "opened_ms",
-    "last_input_ms",
-    "ended_ms",
-    "end_reason",
-    "end_detail",
-    "exit_status",
-];
+/// The `sessions` columns, in the order wg-store binds a record.
+use wg_store::SESSION_COLUMNS as COLUMNS;
 
 /// Binds one record's values in [`COLUMNS`] order, typed as wg-store binds them (text, or
 /// 64-bit integers; lists as JSON text).

@@ -41,6 +41,24 @@ fn cut(mut client: Child) {
     wait_exit(&mut client, Duration::from_secs(20));
 }
 
+/// Opens a shell as alice on `target`, waits for its prompt to answer, cuts the client, and
+/// returns the session's ID once it is reported `detached`.
+fn start_then_drop(rig: &Rig, target: &str) -> String {
+    let out = rig.path(&format!("{target}.out"));
+    let mut c = rig.shell("alice", &format!("alice@corp:{target}"), &out);
+    let id = rig.wait_one_session();
+    type_line(&mut c, "echo READY$((1+1))");
+    wait_output(&out, "READY2");
+    cut(c);
+    id
+}
+
+fn wait_detached(rig: &Rig, id: &str) {
+    wait_until("detached", Duration::from_secs(5), || {
+        rig.session(id)["state"] == "detached"
+    });
+}
+
 fn kinds(rig: &Rig, id: &str) -> Vec<String> {
     rig.audit(id)
         .iter()
@@ -62,9 +80,7 @@ fn resume_reattaches_the_same_session_and_pty() {
     let text = wait_output(&out1, "PART=11");
     let tty1 = tty_after(&text, "T1");
     cut(c1);
-    wait_until("detached", Duration::from_secs(5), || {
-        rig.session(&id)["state"] == "detached"
-    });
+    wait_detached(&rig, &id);
     // While detached the target leg and the shell stay up.
     assert_eq!(rig.target_connections(), 1);
     let list = rig.wgctl_ok(&["session", "list", "--state", "detached"]);
@@ -111,15 +127,8 @@ fn resume_reattaches_the_same_session_and_pty() {
 fn resume_expires_after_the_grace() {
     let rig = Rig::start();
     target_with(&rig, "dev1-expire", "resume", "2s");
-    let out = rig.path("c.out");
-    let mut c = rig.shell("alice", "alice@corp:dev1-expire", &out);
-    let id = rig.wait_one_session();
-    type_line(&mut c, "echo READY$((1+1))");
-    wait_output(&out, "READY2");
-    cut(c);
-    wait_until("detached", Duration::from_secs(5), || {
-        rig.session(&id)["state"] == "detached"
-    });
+    let id = start_then_drop(&rig, "dev1-expire");
+    wait_detached(&rig, &id);
     wait_until("closed after the grace", Duration::from_secs(8), || {
         rig.session(&id)["state"] == "closed"
     });
@@ -141,15 +150,8 @@ fn resume_expires_after_the_grace() {
 fn a_terminated_detached_session_cannot_be_resumed() {
     let rig = Rig::start();
     target_with(&rig, "dev1-term", "resume", "30s");
-    let out = rig.path("c.out");
-    let mut c = rig.shell("alice", "alice@corp:dev1-term", &out);
-    let id = rig.wait_one_session();
-    type_line(&mut c, "echo READY$((1+1))");
-    wait_output(&out, "READY2");
-    cut(c);
-    wait_until("detached", Duration::from_secs(5), || {
-        rig.session(&id)["state"] == "detached"
-    });
+    let id = start_then_drop(&rig, "dev1-term");
+    wait_detached(&rig, &id);
     let t = rig.wgctl_ok(&["session", "terminate", &id, "--reason", "left detached"]);
     assert!(t.contains("recording  sealed"), "{t}");
     assert_eq!(rig.session(&id)["end_reason"], "terminated");
@@ -165,15 +167,8 @@ fn a_terminated_detached_session_cannot_be_resumed() {
 fn reauth_opens_a_new_session_and_supersedes_the_old() {
     let rig = Rig::start();
     target_with(&rig, "dev1-reauth", "reauth", "30s");
-    let out = rig.path("c.out");
-    let mut c = rig.shell("alice", "alice@corp:dev1-reauth", &out);
-    let old = rig.wait_one_session();
-    type_line(&mut c, "echo READY$((1+1))");
-    wait_output(&out, "READY2");
-    cut(c);
-    wait_until("detached", Duration::from_secs(5), || {
-        rig.session(&old)["state"] == "detached"
-    });
+    let old = start_then_drop(&rig, "dev1-reauth");
+    wait_detached(&rig, &old);
     let out2 = rig.path("c2.out");
     let mut c2 = rig.shell("alice", "alice@corp:dev1-reauth", &out2);
     let new = rig.wait_one_session();
@@ -194,12 +189,7 @@ fn reauth_opens_a_new_session_and_supersedes_the_old() {
 fn strict_closes_at_once_when_the_client_drops() {
     let rig = Rig::start();
     target_with(&rig, "dev1-strict", "strict", "30s");
-    let out = rig.path("c.out");
-    let mut c = rig.shell("alice", "alice@corp:dev1-strict", &out);
-    let id = rig.wait_one_session();
-    type_line(&mut c, "echo READY$((1+1))");
-    wait_output(&out, "READY2");
-    cut(c);
+    let id = start_then_drop(&rig, "dev1-strict");
     wait_until("closed at once", Duration::from_secs(3), || {
         rig.session(&id)["state"] == "closed"
     });
@@ -258,9 +248,7 @@ fn commands_beside_a_detached_session_are_new_sessions() {
     drop(c1.stdin.take());
     std::thread::sleep(Duration::from_millis(300));
     cut(c1);
-    wait_until("detached", Duration::from_secs(5), || {
-        rig.session(&id)["state"] == "detached"
-    });
+    wait_detached(&rig, &id);
     let exec = rig
         .ssh("alice", "alice@corp:dev1-side", &["echo exec-ran"])
         .output()

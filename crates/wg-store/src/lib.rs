@@ -30,6 +30,7 @@ pub use handoffs::{
     HandoffAcceptOutcome, HandoffAcceptance, HandoffFilter, HandoffRecord, HandoffRequestOutcome,
     NewHandoff,
 };
+pub use rows::SESSION_COLUMNS;
 pub use slots::{SlotClaim, SlotUsage, SlotsFull};
 
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -43,8 +44,8 @@ use wg_domain::time::{UnixMillis, now_millis};
 use crate::chain::{append_in, lock_chain_head};
 use crate::connect::Engine;
 use crate::rows::{
-    AUDIT_COLUMNS, SESSION_COLUMNS, audit_from_row, patch_assignments, resource_from_spec,
-    secret_from_row, session_args, session_from_row,
+    AUDIT_COLUMNS, audit_from_row, patch_assignments, resource_from_spec, secret_from_row,
+    session_args, session_from_row,
 };
 use crate::sql::{Args, placeholders};
 

@@ -11,8 +11,9 @@ use wg_domain::resources::{Kind, Resource};
 use crate::sql::{self, Args};
 use crate::{Result, SealedSecret, SessionPatch, SessionRecord, corrupt, encode_error, json_error};
 
-/// Every column of `sessions`, in [`SessionRecord`] field order.
-pub(crate) const SESSION_COLUMNS: [&str; 31] = [
+/// Every column of `sessions`, in [`SessionRecord`] field order (exported for tools that load
+/// rows in bulk, e.g. `bench/`).
+pub const SESSION_COLUMNS: [&str; 31] = [
     "id",
     "state",
     "actor",

@@ -269,12 +269,20 @@ impl SshSession {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// One setting, read under the lock without copying the others.
+    fn setting<T>(&self, f: impl FnOnce(&Settings) -> T) -> T {
+        match self.settings.lock() {
+            Ok(s) => f(&s),
+            Err(p) => f(&p.into_inner()),
+        }
+    }
+
     fn idle_timeout(&self) -> Duration {
-        self.settings().idle_timeout
+        self.setting(|s| s.idle_timeout)
     }
 
     fn idle_grace(&self) -> Duration {
-        self.settings().idle_grace
+        self.setting(|s| s.idle_grace)
     }
 
     /// The running console, if the session has one whose shell is still up.
