@@ -141,6 +141,8 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             progress_interval: Duration::from_secs(1),
             max_active: (args.max_active > 0).then_some(args.max_active),
             heartbeat_interval: None,
+            journal_dir: dir.join("gateway-events"),
+            journal_max_bytes: wg_gateway::journal::DEFAULT_MAX_BYTES,
         },
         gateway_key,
     )

@@ -66,7 +66,8 @@ fn default_grpc_addr() -> SocketAddr {
 struct GatewayFile {
     /// The control-plane replicas' gRPC URLs, e.g. `[http://cp1:8443, http://cp2:8443]`.
     control_urls: Vec<String>,
-    /// Identity (`identity.json`) and the SSH host key (`host_ed25519`).
+    /// Identity (`identity.json`), the SSH host key (`host_ed25519`) and the event journal
+    /// (`events/`).
     data_dir: PathBuf,
     /// The recording store shared with the control plane.
     recordings_dir: PathBuf,
@@ -85,6 +86,14 @@ struct GatewayFile {
     /// Lease renewal interval (default 3s; keep it well under the control plane's lease).
     #[serde(default, with = "opt_duration")]
     heartbeat_interval: Option<Duration>,
+    /// Bound on events waiting for the control plane, in bytes (default 64 MiB); beyond it new
+    /// connections are refused while live sessions go on.
+    #[serde(default = "default_journal_max_bytes")]
+    event_journal_max_bytes: u64,
+}
+
+fn default_journal_max_bytes() -> u64 {
+    wg_gateway::journal::DEFAULT_MAX_BYTES
 }
 
 fn default_ssh_addr() -> SocketAddr {
@@ -231,6 +240,8 @@ pub(crate) async fn run_gateway(args: ConfigArgs) -> anyhow::Result<()> {
             progress_interval: Duration::from_secs(1),
             max_active: (cfg.max_active > 0).then_some(cfg.max_active),
             heartbeat_interval: Some(cfg.heartbeat_interval.unwrap_or(Duration::from_secs(3))),
+            journal_dir: cfg.data_dir.join("events"),
+            journal_max_bytes: cfg.event_journal_max_bytes,
         },
         host_key,
     )

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Rig, free_port, read, wait_until};
+use common::{Rig, free_port, read, type_line, wait_exit, wait_output, wait_until};
 
 /// A `wardengate control` process on a SQLite store in the rig's directory.
 struct Control {
@@ -24,6 +24,8 @@ struct Control {
     token: String,
     recordings: PathBuf,
     log: PathBuf,
+    config: PathBuf,
+    ports: (u16, u16),
 }
 
 impl Drop for Control {
@@ -42,6 +44,17 @@ fn start_control(rig: &Rig) -> Control {
 /// A control-plane replica named `name` on `store`; `token` is the admin token when another
 /// replica bootstrapped the store already.
 fn start_replica(rig: &Rig, name: &str, store: &str, token: Option<&str>) -> Control {
+    start_replica_leased(rig, name, store, token, "3s")
+}
+
+/// [`start_replica`] with the given `gatewayLease`.
+fn start_replica_leased(
+    rig: &Rig,
+    name: &str,
+    store: &str,
+    token: Option<&str>,
+    lease: &str,
+) -> Control {
     let dir = rig.path(name);
     let recordings = rig.path("shared-recordings");
     let api_port = free_port();
@@ -51,21 +64,14 @@ fn start_replica(rig: &Rig, name: &str, store: &str, token: Option<&str>) -> Con
         &config,
         format!(
             "store: {store}\ndataDir: {dir}\nrecordingsDir: {rec}\n\
-             apiAddr: 127.0.0.1:{api_port}\ngrpcAddr: 127.0.0.1:{grpc_port}\ngatewayLease: 3s\n",
+             apiAddr: 127.0.0.1:{api_port}\ngrpcAddr: 127.0.0.1:{grpc_port}\ngatewayLease: {lease}\n",
             dir = dir.display(),
             rec = recordings.display(),
         ),
     )
     .unwrap();
     let log = rig.path(&format!("{name}.log"));
-    let child = Command::new(env!("CARGO_BIN_EXE_wardengate"))
-        .args(["control", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let child = spawn_replica(&config, &log);
     wait_until(
         &format!("control replica {name}"),
         Duration::from_secs(30),
@@ -85,10 +91,40 @@ fn start_replica(rig: &Rig, name: &str, store: &str, token: Option<&str>) -> Con
         ),
         recordings,
         log,
+        config,
+        ports: (api_port, grpc_port),
     }
 }
 
+fn spawn_replica(config: &Path, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_wardengate"))
+        .args(["control", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap()
+}
+
 impl Control {
+    /// Starts the replica again (same configuration, addresses and log) after it was killed.
+    fn restart(&mut self) {
+        let _ = self.child.wait();
+        self.child = spawn_replica(&self.config, &self.log);
+        let (api, grpc) = self.ports;
+        wait_until("the control plane back", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", api)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", grpc)).is_ok()
+        });
+    }
+
     fn wgctl(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_wgctl"))
             .args(args)
@@ -358,16 +394,7 @@ fn signal(child: &Child, sig: &str) {
 fn a_returning_lost_gateway_severs_what_was_closed() {
     let rig = Rig::start();
     let cp = start_control(&rig);
-    let fixture = rig.path("cluster-fixture.yaml");
-    std::fs::write(&fixture, rig.fixture_yaml()).unwrap();
-    cp.wgctl_ok(&["apply", "-f", fixture.to_str().unwrap()]);
-    cp.wgctl_ok(&[
-        "vault",
-        "put",
-        "vault/ssh/dev1",
-        "--private-key-file",
-        rig.path("target_account").to_str().unwrap(),
-    ]);
+    provision(&rig, &cp);
     let gw = start_gateway(&rig, &cp, "gwa", &join_token(&cp));
     let mut client = ssh_via(&rig, &gw, &["-tt", "cat"])
         .stdin(Stdio::piped())
@@ -431,6 +458,142 @@ fn a_returning_lost_gateway_severs_what_was_closed() {
             .as_array()
             .unwrap()
             .is_empty()
+    );
+}
+
+/// The rig's fixture and the target credential on a standalone control plane.
+fn provision(rig: &Rig, cp: &Control) {
+    let fixture = rig.path("cluster-fixture.yaml");
+    std::fs::write(&fixture, rig.fixture_yaml()).unwrap();
+    cp.wgctl_ok(&["apply", "-f", fixture.to_str().unwrap()]);
+    cp.wgctl_ok(&[
+        "vault",
+        "put",
+        "vault/ssh/dev1",
+        "--private-key-file",
+        rig.path("target_account").to_str().unwrap(),
+    ]);
+}
+
+/// The live sessions' IDs, once there are `n`.
+fn wait_sessions(cp: &Control, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    wait_until(
+        &format!("{n} active sessions"),
+        Duration::from_secs(15),
+        || {
+            let list = cp.json(&["session", "list"]);
+            let sessions = list["sessions"].as_array().unwrap();
+            ids = sessions
+                .iter()
+                .filter(|s| s["state"] == "active")
+                .map(|s| s["id"].as_str().unwrap().to_owned())
+                .collect();
+            ids.len() == n
+        },
+    );
+    ids
+}
+
+/// The control plane is killed and comes back within the lease: the gateway's sessions carry
+/// on; a connection attempted meanwhile is refused with a clear line (fail closed); what
+/// happened during the outage — a session that ended, with its exit status — reaches the
+/// control plane from the gateway's event journal, in order and once; and the returned control
+/// plane commands the gateway again.
+#[test]
+fn a_control_plane_outage_loses_no_event() {
+    let rig = Rig::start();
+    let store = format!("sqlite://{}/wardengate.db", rig.path("cp").display());
+    let mut cp = start_replica_leased(&rig, "cp", &store, None, "30s");
+    provision(&rig, &cp);
+    let gw = start_gateway(&rig, &cp, "gwa", &join_token(&cp));
+    let out = rig.path("held.out");
+    let mut held = ssh_via(&rig, &gw, &["-tt"])
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(out.with_extension("err")).unwrap())
+        .spawn()
+        .unwrap();
+    let held_id = wait_sessions(&cp, 1).remove(0);
+    let mut ending = ssh_via(&rig, &gw, &["sleep 3; echo done; exit 5"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ending_id = wait_sessions(&cp, 2)
+        .into_iter()
+        .find(|id| *id != held_id)
+        .unwrap();
+
+    cp.child.kill().unwrap();
+    // Fail closed: no new session without the control plane, and the client is told why.
+    let refused = ssh_via(&rig, &gw, &["true"]).output().unwrap();
+    assert_ne!(refused.status.code(), Some(0));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("control plane unreachable"), "{why}");
+    // The sessions go on: one ends on its own, its exit status relayed; the other still relays.
+    let st = wait_exit(&mut ending, Duration::from_secs(15));
+    assert_eq!(st.code(), Some(5));
+    type_line(&mut held, "echo still-$((40+2))");
+    wait_output(&out, "still-42");
+    let journal = gw.dir.join("events").join("journal.log");
+    assert!(
+        std::fs::metadata(&journal).unwrap().len() > 0,
+        "the ended session's events wait in the journal"
+    );
+
+    cp.restart();
+    // Replayed: the session that ended meanwhile is closed with its exit status.
+    wait_until(
+        "the outage's events replayed",
+        Duration::from_secs(15),
+        || cp.json(&["session", "show", &ending_id])["state"] == "closed",
+    );
+    let view = cp.json(&["session", "show", &ending_id]);
+    assert_eq!(view["exit_status"], 5, "{view}");
+    assert_eq!(view["end_reason"], "client_exit", "{view}");
+    assert_eq!(cp.json(&["session", "show", &held_id])["state"], "active");
+    assert!(held.try_wait().unwrap().is_none());
+    wait_until("the journal emptied", Duration::from_secs(5), || {
+        std::fs::metadata(&journal).is_ok_and(|m| m.len() == 0)
+    });
+    // Each event once.
+    let audit = cp.json(&["audit", "list", "--session", &ending_id]);
+    let kinds: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for kind in ["session.opened", "session.closed"] {
+        assert_eq!(
+            kinds.iter().filter(|k| **k == kind).count(),
+            1,
+            "{kind}: {kinds:?}"
+        );
+    }
+    // The returned control plane reaches the gateway again: terminate the held session.
+    let term = cp.wgctl(&[
+        "session",
+        "terminate",
+        &held_id,
+        "--reason",
+        "outage drill over",
+    ]);
+    let text = String::from_utf8_lossy(&term.stdout);
+    assert!(
+        text.contains("recording  sealed"),
+        "{text}{}\ngateway log:\n{}\ncontrol log:\n{}",
+        String::from_utf8_lossy(&term.stderr),
+        read(&gw.log),
+        read(&cp.log)
+    );
+    let st = wait_exit(&mut held, Duration::from_secs(10));
+    assert_ne!(st.code(), Some(0));
+    assert!(
+        cp.wgctl_ok(&["audit", "verify"])
+            .starts_with("audit chain OK")
     );
 }
 

@@ -81,7 +81,14 @@ fn local_forwarding_follows_policy_and_refusals_are_audited() {
         "a forward the policy does not allow must not connect"
     );
     let id = rig.wait_one_session();
-    let kinds: Vec<serde_json::Value> = rig.audit(&id);
+    // Gateway-decided events travel through its event journal: they arrive within moments.
+    let mut kinds: Vec<serde_json::Value> = Vec::new();
+    wait_until("both forward events", Duration::from_secs(5), || {
+        kinds = rig.audit(&id);
+        ["session.forward.opened", "session.forward.denied"]
+            .iter()
+            .all(|k| kinds.iter().any(|e| e["kind"] == *k))
+    });
     let opened = kinds
         .iter()
         .find(|e| e["kind"] == "session.forward.opened")
@@ -121,14 +128,16 @@ fn local_forwarding_follows_policy_and_refusals_are_audited() {
         .output()
         .unwrap();
     assert_ne!(out.status.code(), Some(0));
-    let remote_refused = rig.wgctl_json(&["audit", "list", "--kind", "session.forward.denied"]);
-    assert!(
-        remote_refused["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["details"]["direction"] == "remote"),
-        "{remote_refused:#}"
+    wait_until(
+        "the remote forward refusal audited",
+        Duration::from_secs(5),
+        || {
+            rig.wgctl_json(&["audit", "list", "--kind", "session.forward.denied"])["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["details"]["direction"] == "remote")
+        },
     );
 
     // A policy without forwarding refuses every forward.

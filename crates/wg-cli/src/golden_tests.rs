@@ -586,6 +586,7 @@ fn audit_output() {
 fn json_is_pretty_and_stable() {
     let out = render::json(&wg_domain::api::SessionList {
         sessions: vec![alice()],
+        next_cursor: None,
     })
     .unwrap();
     assert!(out.starts_with("{\n  \"sessions\": [\n"));

@@ -38,7 +38,13 @@ struct Inner {
     gateways: DashMap<String, GatewayConn>,
     pending: DashMap<String, oneshot::Sender<CommandResult>>,
     generation: std::sync::atomic::AtomicU64,
+    /// Woken whenever a gateway's stream connects.
+    connected: tokio::sync::Notify,
 }
+
+/// How long a command waits for its gateway's stream when the gateway is not connected (a
+/// gateway reconnects within about a second of a control-plane restart or failover).
+const RECONNECT_WAIT: Duration = Duration::from_secs(3);
 
 /// How many commands may queue for one gateway before senders wait.
 const COMMAND_QUEUE: usize = 1024;
@@ -68,6 +74,7 @@ impl GatewayRegistry {
                 tx,
             },
         );
+        self.inner.connected.notify_waiters();
         (rx, generation)
     }
 
@@ -96,17 +103,26 @@ impl GatewayRegistry {
     /// Sends `command` to `gateway` and waits up to `timeout` for its result.
     ///
     /// # Errors
-    /// `unavailable` when the gateway is not connected, its stream is gone, or it does not answer
-    /// in time.
+    /// `unavailable` when the gateway is not connected (within a few seconds: it may be
+    /// reconnecting), its stream is gone, or it does not answer in time.
     pub async fn send(
         &self,
         gateway: &str,
         command: gateway_command::Command,
         timeout: Duration,
     ) -> Result<CommandResult, ControlError> {
-        let conn = self.get(gateway).ok_or_else(|| {
-            ControlError::unavailable(format!("gateway {gateway} is not connected"))
-        })?;
+        let deadline = tokio::time::Instant::now() + RECONNECT_WAIT;
+        let conn = loop {
+            let connected = self.inner.connected.notified();
+            if let Some(conn) = self.get(gateway) {
+                break conn;
+            }
+            if tokio::time::timeout_at(deadline, connected).await.is_err() {
+                return Err(ControlError::unavailable(format!(
+                    "gateway {gateway} is not connected"
+                )));
+            }
+        };
         let command_id =
             wg_domain::ids::random_hex(8).map_err(|e| ControlError::internal(e.to_string()))?;
         let (tx, rx) = oneshot::channel();

@@ -15,12 +15,12 @@ use wg_domain::audit::{NewAuditEvent, kinds};
 use wg_domain::{ErrorCode, lifecycle::EndReason};
 use wg_proto::v1::{
     Ack, AuthenticateActorRequest, AuthenticateActorResponse, CommandResult, CommandStreamRequest,
-    Credential, GatewayCommand, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse,
-    ProgressBatch, SessionDecision, SessionReport, SessionRequest, credential,
-    gateway_control_server::GatewayControl,
+    Credential, EventAck, EventBatch, GatewayCommand, HeartbeatRequest, HeartbeatResponse,
+    JoinRequest, JoinResponse, ProgressBatch, SessionDecision, SessionRequest, credential,
+    gateway_control_server::GatewayControl, gateway_event,
 };
 
-use crate::service::{Report, SessionAsk};
+use crate::service::{JournalEvent, Report, SessionAsk};
 use crate::vault::Secret;
 use crate::{ControlError, ControlPlane};
 
@@ -129,13 +129,51 @@ fn status(e: ControlError) -> Status {
     }
 }
 
-fn seal_of(p: Option<wg_proto::v1::RecordingProgress>) -> Option<SealInfo> {
+/// The seal a gateway reported (none when the recording was not sealed).
+pub(crate) fn seal_of(p: Option<wg_proto::v1::RecordingProgress>) -> Option<SealInfo> {
     p.filter(|p| !p.sha256.is_empty()).map(|p| SealInfo {
         chunks: p.chunks,
         bytes: p.bytes,
         sha256: p.sha256,
         status: p.status,
     })
+}
+
+/// Reads one journaled event off the wire.
+fn journal_event(event: Option<gateway_event::Event>) -> JournalEvent {
+    match event {
+        Some(gateway_event::Event::Report(r)) => {
+            let end_reason = if r.end_reason.is_empty() {
+                None
+            } else {
+                match r.end_reason.parse::<EndReason>() {
+                    Ok(reason) => Some(reason),
+                    Err(e) => return JournalEvent::Malformed(e.to_string()),
+                }
+            };
+            JournalEvent::Report(Report {
+                session: r.session_id,
+                state: r.state,
+                time_ms: if r.time_ms > 0 {
+                    r.time_ms
+                } else {
+                    wg_domain::time::now_millis()
+                },
+                end_reason,
+                end_detail: nonempty(r.end_detail),
+                exit_status: r.has_exit_status.then_some(r.exit_status),
+                recording: seal_of(r.recording),
+                observed_host_key: nonempty(r.observed_host_key),
+                pty: r.pty.map(|p| (p.term, p.cols, p.rows)),
+            })
+        }
+        Some(gateway_event::Event::Audit(a)) => JournalEvent::Audit {
+            session: a.session_id,
+            kind: a.kind,
+            details_json: a.details_json,
+        },
+        None => JournalEvent::Malformed("empty journal event".into()),
+    }
 }
 
 fn nonempty(s: String) -> Option<String> {
@@ -338,56 +376,27 @@ impl GatewayControl for GatewayService {
         Ok(Response::new(decision))
     }
 
-    async fn report_session(
+    async fn report_events(
         &self,
-        request: Request<SessionReport>,
-    ) -> Result<Response<Ack>, Status> {
+        request: Request<EventBatch>,
+    ) -> Result<Response<EventAck>, Status> {
         let caller = self.authorize(&request).await?;
-        let r = request.into_inner();
-        let gateway = caller.gateway(&r.gateway)?;
-        let end_reason = if r.end_reason.is_empty() {
-            None
-        } else {
-            Some(
-                r.end_reason
-                    .parse::<EndReason>()
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
-            )
-        };
-        let report = Report {
-            session: r.session_id,
-            state: r.state,
-            time_ms: if r.time_ms > 0 {
-                r.time_ms
-            } else {
-                wg_domain::time::now_millis()
-            },
-            end_reason,
-            end_detail: nonempty(r.end_detail),
-            exit_status: r.has_exit_status.then_some(r.exit_status),
-            recording: seal_of(r.recording),
-            observed_host_key: nonempty(r.observed_host_key),
-            pty: r.pty.map(|p| (p.term, p.cols, p.rows)),
-        };
-        self.control
-            .report(&gateway, report)
+        let batch = request.into_inner();
+        let gateway = caller.gateway(&batch.gateway)?;
+        let events = batch
+            .events
+            .into_iter()
+            .map(|e| (e.seq, journal_event(e.event)))
+            .collect();
+        let ack = self
+            .control
+            .apply_journal(&gateway, &batch.journal, events)
             .await
             .map_err(status)?;
-        Ok(Response::new(Ack {}))
-    }
-
-    async fn record_event(
-        &self,
-        request: Request<wg_proto::v1::SessionEvent>,
-    ) -> Result<Response<Ack>, Status> {
-        let caller = self.authorize(&request).await?;
-        let e = request.into_inner();
-        let gateway = caller.gateway(&e.gateway)?;
-        self.control
-            .record_gateway_event(&gateway, &e.session_id, &e.kind, &e.details_json)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(Ack {}))
+        Ok(Response::new(EventAck {
+            applied_through: ack.applied_through,
+            sever: ack.sever,
+        }))
     }
 
     async fn report_progress(

@@ -19,5 +19,6 @@ mod views;
 
 pub use error::ControlError;
 pub use service::{
-    BOOTSTRAP_ADMIN, ControlConfig, ControlPlane, DEFAULT_LEASE, SessionOwner, SessionQuery,
+    BOOTSTRAP_ADMIN, ControlConfig, ControlPlane, DEFAULT_LEASE, JournalAck, JournalEvent, Report,
+    SessionOwner, SessionQuery,
 };

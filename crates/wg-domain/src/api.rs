@@ -95,10 +95,14 @@ pub struct SessionView {
 }
 
 /// `GET /api/v1/sessions` response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionList {
     /// Matching sessions, newest first.
     pub sessions: Vec<SessionView>,
+    /// Present when more sessions match than the page holds: pass it as `cursor` for the next
+    /// page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// `POST /api/v1/sessions/{id}/terminate` body.

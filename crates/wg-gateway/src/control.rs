@@ -9,7 +9,7 @@ use tonic::transport::{Channel, Endpoint};
 use wg_proto::v1::gateway_control_client::GatewayControlClient;
 use wg_proto::v1::{
     AuthenticateActorRequest, CommandResult, CommandStreamRequest, ProgressBatch, SessionDecision,
-    SessionReport, SessionRequest, gateway_command,
+    SessionRequest, gateway_command,
 };
 
 use crate::runtime::Runtime;
@@ -280,22 +280,28 @@ impl ControlClient {
             .await?)
     }
 
-    /// Reports a lifecycle transition.
+    /// Delivers a batch of journaled events (ascending `seq`) of journal `journal`; returns how
+    /// far the control plane applied them and the sessions it wants severed. Idempotent: the
+    /// control plane skips events it already applied, so a batch may be sent again.
     ///
     /// # Errors
     /// Transport or status errors.
-    pub async fn report(&self, mut report: SessionReport) -> Result<(), ControlCallError> {
-        report.gateway = self.gateway.to_string();
-        if report.time_ms == 0 {
-            report.time_ms = wg_domain::time::now_millis();
-        }
-        // Idempotent (a state already applied is acknowledged): safe to send again.
-        self.call(true, |mut c| {
-            let req = self.request(report.clone());
-            async move { c.report_session(req).await }
-        })
-        .await?;
-        Ok(())
+    pub async fn report_events(
+        &self,
+        journal: &str,
+        events: Vec<wg_proto::v1::GatewayEvent>,
+    ) -> Result<wg_proto::v1::EventAck, ControlCallError> {
+        let batch = wg_proto::v1::EventBatch {
+            gateway: self.gateway.to_string(),
+            journal: journal.to_owned(),
+            events,
+        };
+        Ok(self
+            .call(true, |mut c| {
+                let req = self.request(batch.clone());
+                async move { c.report_events(req).await }
+            })
+            .await?)
     }
 
     /// Reports progress of several sessions.
@@ -307,31 +313,6 @@ impl ControlClient {
         self.call(true, |mut c| {
             let req = self.request(batch.clone());
             async move { c.report_progress(req).await }
-        })
-        .await?;
-        Ok(())
-    }
-
-    /// Records a session event the gateway decided (e.g. a refused port forward).
-    ///
-    /// # Errors
-    /// Transport or status errors.
-    pub async fn record_event(
-        &self,
-        session: &str,
-        kind: &str,
-        details: serde_json::Value,
-    ) -> Result<(), ControlCallError> {
-        let event = wg_proto::v1::SessionEvent {
-            session_id: session.to_owned(),
-            gateway: self.gateway.to_string(),
-            kind: kind.to_owned(),
-            details_json: details.to_string(),
-        };
-        // An audit event: sent again only if it never left, so it is never written twice.
-        self.call(false, |mut c| {
-            let req = self.request(event.clone());
-            async move { c.record_event(req).await }
         })
         .await?;
         Ok(())

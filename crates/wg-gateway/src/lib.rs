@@ -8,6 +8,7 @@
 //! command stream and reach the owning session through its [`runtime::LiveSession`] handle.
 
 pub mod control;
+pub mod journal;
 pub mod runtime;
 pub mod ssh;
 
@@ -40,6 +41,12 @@ pub struct GatewayConfig {
     /// `gateway.maxActive`: live sessions this gateway admits at once (default 500; `None`:
     /// unlimited). Counted by the control plane with the other concurrency scopes.
     pub max_active: Option<u32>,
+    /// Where the event journal lives (lifecycle reports and gateway-decided audit events wait
+    /// there until the control plane acknowledges them; see [`journal`]).
+    pub journal_dir: std::path::PathBuf,
+    /// Bound on unacknowledged journaled events, in bytes: beyond it new connections are
+    /// refused ([`journal::DEFAULT_MAX_BYTES`] by default).
+    pub journal_max_bytes: u64,
     /// How often the lease is renewed (standalone gateways; `None` for the in-process `dev`
     /// gateway, which has no lease).
     pub heartbeat_interval: Option<Duration>,
@@ -54,17 +61,22 @@ pub struct GatewayHandle {
     pub runtime: Arc<Runtime>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    journal_stop: CancellationToken,
+    journal_sender: tokio::task::JoinHandle<()>,
 }
 
 impl GatewayHandle {
     /// Stops accepting, ends the command stream and waits for the gateway's tasks. Live sessions
-    /// are closed with their recordings sealed.
+    /// are closed with their recordings sealed; their last events are delivered (for up to 3 s;
+    /// what is left stays in the journal for the next start).
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.runtime.close_all("gateway shutting down").await;
         for t in self.tasks {
             let _ = t.await;
         }
+        self.journal_stop.cancel();
+        let _ = self.journal_sender.await;
     }
 }
 
@@ -91,10 +103,13 @@ pub enum GatewayError {
     /// The host key could not be loaded.
     #[error("host key: {0}")]
     HostKey(String),
+    /// The event journal could not be opened.
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
 }
 
-/// Starts a gateway: binds the SSH listener, connects to the control plane and opens the
-/// command stream.
+/// Starts a gateway: opens the event journal (replaying what a previous process left), binds the
+/// SSH listener, connects to the control plane and opens the command stream.
 ///
 /// # Errors
 /// [`GatewayError`] when binding or connecting fails.
@@ -102,6 +117,10 @@ pub async fn start(
     config: GatewayConfig,
     host_key: russh::keys::PrivateKey,
 ) -> Result<GatewayHandle, GatewayError> {
+    let journal = Arc::new(journal::Journal::open(
+        &config.journal_dir,
+        config.journal_max_bytes,
+    )?);
     let control =
         ControlClient::connect_any(&config.control_urls, &config.control_token, &config.name)
             .await
@@ -126,6 +145,16 @@ pub async fn start(
     let runtime = Arc::new(Runtime::new(control.clone()));
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
+    // Delivered before the command stream opens: a restart notice then finds the previous
+    // process's last reports applied.
+    let journal_stop = CancellationToken::new();
+    let journal_sender = tokio::spawn(journal::run_sender(
+        journal.clone(),
+        control.clone(),
+        runtime.clone(),
+        journal_stop.clone(),
+        Duration::from_secs(3),
+    ));
     // One command stream per replica (see `control::run_command_stream`).
     let first_stream = Arc::new(std::sync::atomic::AtomicBool::new(true));
     for url in &config.control_urls {
@@ -169,6 +198,7 @@ pub async fn start(
         },
         host_key,
         control,
+        journal,
         runtime.clone(),
     );
     tasks.push(tokio::spawn(ssh.serve(listener, shutdown.clone())));
@@ -177,5 +207,7 @@ pub async fn start(
         runtime,
         shutdown,
         tasks,
+        journal_stop,
+        journal_sender,
     })
 }

@@ -20,6 +20,7 @@ mod chain;
 mod connect;
 mod gateways;
 mod handoffs;
+mod journals;
 mod migrate;
 mod rows;
 mod slots;
@@ -220,6 +221,9 @@ pub struct SessionFilter {
     pub last_input_before_ms: Option<UnixMillis>,
     /// At most this many rows (newest first); `None` = 1000.
     pub limit: Option<u32>,
+    /// Keyset paging: only sessions listed after this one, given as its `(created_ms, id)` (the
+    /// last row of the previous page).
+    pub after: Option<(UnixMillis, String)>,
 }
 
 /// Filters of [`Store::list_audit`].
@@ -637,6 +641,16 @@ impl Store {
         }
         if let Some(before) = filter.last_input_before_ms {
             conds.push(format!("last_input_ms < {}", args.push(before)));
+        }
+        if let Some((created, id)) = &filter.after {
+            let (c1, c2, i) = (
+                args.push(*created),
+                args.push(*created),
+                args.push(id.clone()),
+            );
+            conds.push(format!(
+                "(created_ms < {c1} OR (created_ms = {c2} AND id < {i}))"
+            ));
         }
         let limit = args.push(i64::from(filter.limit.unwrap_or(DEFAULT_SESSION_LIMIT)));
         let sql = format!(

@@ -183,6 +183,7 @@ both_engines!(
     join_tokens_are_single_use_and_expire,
     racing_joins_with_one_token_have_one_winner,
     a_gateway_is_lost_once_and_comes_back,
+    journal_events_apply_once_and_positions_only_advance,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -763,6 +764,26 @@ async fn sessions_insert_get_and_filters(db: &TestDb) {
         ids(SessionFilter::default()).await,
         vec![c.id, b.id, full.id]
     );
+    // Keyset pages: after (created_ms, id) of the previous page's last row; a session created in
+    // the same millisecond with a smaller ID is still listed.
+    assert_eq!(
+        ids(SessionFilter {
+            limit: Some(1),
+            after: Some((c.created_ms, c.id.to_string())),
+            ..SessionFilter::default()
+        })
+        .await,
+        vec![b.id]
+    );
+    assert_eq!(
+        ids(SessionFilter {
+            after: Some((b.created_ms, b.id.to_string())),
+            ..SessionFilter::default()
+        })
+        .await,
+        vec![full.id]
+    );
+
     assert_eq!(
         ids(SessionFilter {
             states: vec![SessionState::Closed],
@@ -869,6 +890,17 @@ async fn sessions_insert_get_and_filters(db: &TestDb) {
         })
         .await
         .is_empty()
+    );
+    let mut twin = session(b.created_ms, "bob@corp", "db-01");
+    twin.id = "sess_000000000000".parse().unwrap();
+    store.insert_session(&twin, None).await.unwrap();
+    assert_eq!(
+        ids(SessionFilter {
+            after: Some((b.created_ms, b.id.to_string())),
+            ..SessionFilter::default()
+        })
+        .await,
+        vec![twin.id, full.id]
     );
 }
 
@@ -2362,5 +2394,62 @@ async fn a_gateway_is_lost_once_and_comes_back(db: &TestDb) {
             .await
             .unwrap(),
         None
+    );
+}
+
+async fn journal_events_apply_once_and_positions_only_advance(db: &TestDb) {
+    let store = db.store().await;
+    assert_eq!(store.journal_position("gw-us-1", "j1").await.unwrap(), 0);
+    let forward = || NewAuditEvent::new(kinds::SESSION_FORWARD_DENIED).actor("alice@corp");
+    // Event 1 of journal j1 is appended once, however often it is replayed, and by however many
+    // replicas at once.
+    let (a, b) = (store.clone(), db.store().await);
+    let (ea, eb) = (forward(), forward());
+    let (x, y) = tokio::join!(
+        a.append_journal_audit("gw-us-1", "j1", 1, &ea),
+        b.append_journal_audit("gw-us-1", "j1", 1, &eb),
+    );
+    assert_eq!(
+        u8::from(x.unwrap()) + u8::from(y.unwrap()),
+        1,
+        "exactly one replica appends"
+    );
+    assert!(
+        !store
+            .append_journal_audit("gw-us-1", "j1", 1, &forward())
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.journal_position("gw-us-1", "j1").await.unwrap(), 1);
+    // Positions only move forward.
+    store.advance_journal("gw-us-1", "j1", 5).await.unwrap();
+    store.advance_journal("gw-us-1", "j1", 3).await.unwrap();
+    assert_eq!(store.journal_position("gw-us-1", "j1").await.unwrap(), 5);
+    assert!(
+        !store
+            .append_journal_audit("gw-us-1", "j1", 4, &forward())
+            .await
+            .unwrap()
+    );
+    // A new journal of the same gateway (its data dir was wiped) numbers from 1 again.
+    assert!(
+        store
+            .append_journal_audit("gw-us-1", "j2", 1, &forward())
+            .await
+            .unwrap()
+    );
+    let appended = all_audit(&store)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == kinds::SESSION_FORWARD_DENIED)
+        .count();
+    assert_eq!(appended, 2);
+    verify_chain(&store).await;
+    // Sequence numbers beyond what the database holds are refused, not wrapped.
+    assert!(
+        store
+            .advance_journal("gw-us-1", "j1", u64::MAX)
+            .await
+            .is_err()
     );
 }

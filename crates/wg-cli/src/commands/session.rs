@@ -112,8 +112,10 @@ fn run_ssh(argv: &[String]) -> Result<u8, CliError> {
         .unwrap_or(exit::FAILURE))
 }
 
+/// Lists every matching session, following the API's pages (1,000 sessions each) to the end,
+/// so that a large cluster's list is never cut short.
 async fn list(client: &ApiClient, args: SessionListArgs) -> Result<u8, CliError> {
-    let query = [
+    let filters = [
         ("state", args.state.map(|s| s.as_str().to_owned())),
         ("actor", args.actor),
         ("target", args.target),
@@ -124,10 +126,21 @@ async fn list(client: &ApiClient, args: SessionListArgs) -> Result<u8, CliError>
             args.idle_gt.map(wg_domain::time::format_duration),
         ),
     ];
-    let list: SessionList = client.get(&api_path(&["sessions"]), &query).await?;
+    let mut all = SessionList::default();
+    let mut cursor = None;
+    loop {
+        let mut query = filters.to_vec();
+        query.push(("cursor", cursor.take()));
+        let page: SessionList = client.get(&api_path(&["sessions"]), &query).await?;
+        all.sessions.extend(page.sessions);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
     emit(&match args.output {
-        ListFormat::Table => render::session_list(&list.sessions),
-        ListFormat::Json => render::json(&list)?,
+        ListFormat::Table => render::session_list(&all.sessions),
+        ListFormat::Json => render::json(&all)?,
     })?;
     Ok(exit::OK)
 }

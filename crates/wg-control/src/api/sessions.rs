@@ -31,6 +31,10 @@ pub(crate) struct ListParams {
     gateway: Option<String>,
     /// Only sessions idle longer than this duration, e.g. `5m`.
     idle_gt: Option<String>,
+    /// Page size, 1 to 1000 (default 1000).
+    limit: Option<u32>,
+    /// Continue after the previous page: its `next_cursor`.
+    cursor: Option<String>,
 }
 
 /// List sessions, cluster-wide.
@@ -63,10 +67,10 @@ pub(crate) async fn list(
         protocol: p.protocol.filter(|s| !s.is_empty()),
         gateway: p.gateway.filter(|s| !s.is_empty()),
         idle_gt,
+        limit: p.limit,
+        cursor: p.cursor.filter(|s| !s.is_empty()),
     };
-    Ok(Json(SessionList {
-        sessions: st.control.list_sessions(&q).await?,
-    }))
+    Ok(Json(st.control.list_sessions(&q).await?))
 }
 
 /// One session with its access-decision trail.

@@ -9,11 +9,13 @@ mod admin;
 mod cluster;
 mod decide;
 mod handoff;
+mod journal;
 mod operate;
 mod reconnect;
 mod report;
 
 pub use handoff::SessionOwner;
+pub use journal::{JournalAck, JournalEvent};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,7 +75,14 @@ pub struct SessionQuery {
     pub gateway: Option<String>,
     /// Only sessions idle for longer than this.
     pub idle_gt: Option<Duration>,
+    /// Page size, 1 to [`MAX_PAGE`] (default [`MAX_PAGE`]).
+    pub limit: Option<u32>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
 }
+
+/// The largest page of sessions one list request returns.
+pub(crate) const MAX_PAGE: u32 = 1000;
 
 /// An admitted session: what the gateway needs to open the target leg.
 #[derive(Debug)]

@@ -13,11 +13,24 @@ use crate::views::handoff_view;
 impl ControlPlane {
     // ------------------------------------------------------------------ operator actions
 
-    /// Lists sessions (cluster-wide), newest first.
+    /// Lists sessions (cluster-wide), newest first, a page at a time: when more match than
+    /// `q.limit`, the answer's `next_cursor` continues after its last session (keyset paging on
+    /// creation time and ID, so sessions that start or end meanwhile shift nothing).
     ///
     /// # Errors
-    /// Store failures.
-    pub async fn list_sessions(&self, q: &SessionQuery) -> Result<Vec<SessionView>, ControlError> {
+    /// `bad_request` for a page size outside 1 to [`MAX_PAGE`] or a malformed cursor; store
+    /// failures.
+    pub async fn list_sessions(
+        &self,
+        q: &SessionQuery,
+    ) -> Result<wg_domain::api::SessionList, ControlError> {
+        let limit = q.limit.unwrap_or(MAX_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ControlError::bad_request(format!(
+                "limit must be between 1 and {MAX_PAGE}"
+            )));
+        }
+        let after = q.cursor.as_deref().map(parse_cursor).transpose()?;
         let now = now_millis();
         let filter = SessionFilter {
             states: q.state.into_iter().collect(),
@@ -28,11 +41,18 @@ impl ControlPlane {
             last_input_before_ms: q
                 .idle_gt
                 .map(|d| now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-            limit: None,
+            limit: Some(limit),
+            after,
         };
         let records = self.inner.store.list_sessions(&filter).await?;
+        let next_cursor = match records.last() {
+            Some(last) if records.len() == limit as usize => {
+                Some(format!("{}.{}", last.created_ms, last.id))
+            }
+            _ => None,
+        };
         let mut pending = self.pending_handoffs(None).await?;
-        Ok(records
+        let sessions = records
             .iter()
             .map(|r| {
                 let mut view = session_view(r, now);
@@ -41,7 +61,11 @@ impl ControlPlane {
                 }
                 view
             })
-            .collect())
+            .collect();
+        Ok(wg_domain::api::SessionList {
+            sessions,
+            next_cursor,
+        })
     }
 
     /// One session.
@@ -275,7 +299,27 @@ impl ControlPlane {
             )
             .await;
         match result {
-            Ok(r) if r.ok => self.await_closed(id, true).await,
+            Ok(r) if r.ok => {
+                // The gateway's outcome (sealed, both legs severed) closes the session now; the
+                // gateway's own `closed` report, journaled, then finds it closed.
+                let closed = Report {
+                    session: id.to_string(),
+                    state: SessionState::Closed.as_str().into(),
+                    time_ms: if r.time_ms > 0 {
+                        r.time_ms
+                    } else {
+                        now_millis()
+                    },
+                    end_reason: Some(EndReason::Terminated),
+                    end_detail: Some(reason.to_owned()),
+                    recording: crate::grpc::seal_of(r.seal),
+                    ..Default::default()
+                };
+                if let Err(e) = self.report(&record.gateway, closed).await {
+                    tracing::warn!(session = %id, error = %e, "cannot close a terminated session; waiting for its gateway's report");
+                }
+                self.await_closed(id, true).await
+            }
             Ok(r) => {
                 // The gateway no longer runs it (it ended on its own meanwhile): its closed report
                 // is on the way or already applied.
@@ -310,6 +354,15 @@ impl ControlPlane {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Reads a list cursor, `CREATED_MS.SESSION_ID` (as [`ControlPlane::list_sessions`] writes it).
+fn parse_cursor(cursor: &str) -> Result<(i64, String), ControlError> {
+    let bad = || ControlError::bad_request(format!("malformed cursor {cursor:?}"));
+    let (created, id) = cursor.split_once('.').ok_or_else(bad)?;
+    let created: i64 = created.parse().map_err(|_| bad())?;
+    let id: SessionId = id.parse().map_err(|_| bad())?;
+    Ok((created, id.to_string()))
 }
 
 /// Longest reason accepted, in characters.

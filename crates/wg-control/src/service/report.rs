@@ -40,7 +40,10 @@ impl ControlPlane {
                     format!("session {id} belongs to gateway {}", cur.gateway),
                 ));
             }
-            if cur.state == to {
+            // Already there, or a `closing` overtaken by the close itself (a terminate closes
+            // the session from the gateway's outcome, before the gateway's own reports arrive).
+            if cur.state == to || (cur.state == SessionState::Closed && to == SessionState::Closing)
+            {
                 return Ok(());
             }
             let Some(path) = cur.state.path_to(to) else {
@@ -290,19 +293,20 @@ impl ControlPlane {
         Ok(closed)
     }
 
-    /// Records an event a gateway decided on its own for one of its sessions. Only the kinds a
-    /// gateway may decide (`session.forward.opened`, `session.forward.denied`) are accepted.
+    /// Builds the audit event a gateway decided on its own for one of its sessions. Only the
+    /// kinds a gateway may decide (`session.forward.opened`, `session.forward.denied`) are
+    /// accepted; the actor is the session's.
     ///
     /// # Errors
-    /// `bad_request` for another kind or malformed details, `not_found`, `forbidden` (another
-    /// gateway's session).
-    pub async fn record_gateway_event(
+    /// `bad_request` for another kind or malformed details (a JSON object is required),
+    /// `not_found`, `forbidden` (another gateway's session).
+    pub(super) async fn gateway_audit_event(
         &self,
         gateway: &str,
         session: &str,
         kind: &str,
         details_json: &str,
-    ) -> Result<(), ControlError> {
+    ) -> Result<NewAuditEvent, ControlError> {
         if ![kinds::SESSION_FORWARD_OPENED, kinds::SESSION_FORWARD_DENIED].contains(&kind) {
             return Err(ControlError::bad_request(format!(
                 "a gateway cannot record {kind:?} events"
@@ -324,15 +328,9 @@ impl ControlPlane {
                 format!("session {id} belongs to gateway {}", r.gateway),
             ));
         }
-        self.inner
-            .store
-            .append_audit(
-                &NewAuditEvent::new(kind)
-                    .actor(r.actor)
-                    .session(id)
-                    .details(details),
-            )
-            .await?;
-        Ok(())
+        Ok(NewAuditEvent::new(kind)
+            .actor(r.actor)
+            .session(id)
+            .details(details))
     }
 }

@@ -9,7 +9,7 @@ use wg_domain::time::now_millis;
 use wg_proto::v1::{RecordingProgress, SessionReport};
 
 use super::idle::notify_client;
-use super::{ClientHandler, Shared, SshSession, report};
+use super::{ClientHandler, Shared, SshSession};
 use crate::runtime::CloseOutcome;
 
 /// The client leg as the close sequence finds it.
@@ -58,15 +58,11 @@ pub(super) async fn close(
             });
     }
     shared.sessions.remove(&id);
-    report(
-        &shared.control,
-        SessionReport {
-            session_id: id.to_string(),
-            state: "closing".into(),
-            ..Default::default()
-        },
-    )
-    .await;
+    shared.journal.report(SessionReport {
+        session_id: id.to_string(),
+        state: "closing".into(),
+        ..Default::default()
+    });
     // 1. Stop both directions of every bridge; after this nothing reaches client or recorder.
     session.stop.cancel();
     let bridges: Vec<_> = session
@@ -136,26 +132,22 @@ pub(super) async fn close(
             .and_then(|s| s.clone())
             .map(|s| format!("remote command killed by signal {s}"))
     });
-    report(
-        &shared.control,
-        SessionReport {
-            session_id: id.to_string(),
-            state: "closed".into(),
-            time_ms,
-            end_reason: reason.as_str().into(),
-            end_detail: detail.unwrap_or_default(),
-            has_exit_status: exit_status.is_some(),
-            exit_status: exit_status.unwrap_or(0),
-            recording: seal.as_ref().map(|s| RecordingProgress {
-                chunks: s.chunks,
-                bytes: s.bytes,
-                status: s.status.as_str().into(),
-                sha256: s.sha256.clone(),
-            }),
-            ..Default::default()
-        },
-    )
-    .await;
+    shared.journal.report(SessionReport {
+        session_id: id.to_string(),
+        state: "closed".into(),
+        time_ms,
+        end_reason: reason.as_str().into(),
+        end_detail: detail.unwrap_or_default(),
+        has_exit_status: exit_status.is_some(),
+        exit_status: exit_status.unwrap_or(0),
+        recording: seal.as_ref().map(|s| RecordingProgress {
+            chunks: s.chunks,
+            bytes: s.bytes,
+            status: s.status.as_str().into(),
+            sha256: s.sha256.clone(),
+        }),
+        ..Default::default()
+    });
     CloseOutcome {
         reason,
         seal,

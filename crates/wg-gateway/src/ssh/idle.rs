@@ -8,7 +8,7 @@ use wg_domain::lifecycle::EndReason;
 use wg_domain::time::now_millis;
 use wg_proto::v1::SessionReport;
 
-use super::{Shared, SshSession, report};
+use super::{Shared, SshSession};
 use crate::runtime::KillInfo;
 
 /// Idle disconnect (seed: "Idle disconnect mechanics"): idle is the time since the last
@@ -82,29 +82,21 @@ impl IdleClock {
                         .await;
                 }
                 notify_client(s, server, &line).await;
-                report(
-                    &shared.control,
-                    SessionReport {
-                        session_id: live.id.to_string(),
-                        state: "idle".into(),
-                        ..Default::default()
-                    },
-                )
-                .await;
+                shared.journal.report(SessionReport {
+                    session_id: live.id.to_string(),
+                    state: "idle".into(),
+                    ..Default::default()
+                });
             }
             Some(warned_at) => {
                 if live.last_input_ms() > warned_at {
                     self.warned_at = None;
                     live.set_idle_warned(false);
-                    report(
-                        &shared.control,
-                        SessionReport {
-                            session_id: live.id.to_string(),
-                            state: "active".into(),
-                            ..Default::default()
-                        },
-                    )
-                    .await;
+                    shared.journal.report(SessionReport {
+                        session_id: live.id.to_string(),
+                        state: "active".into(),
+                        ..Default::default()
+                    });
                 } else if now - warned_at >= ms(s.idle_grace()) {
                     live.kill(KillInfo {
                         reason: EndReason::IdleTimeout,

@@ -44,6 +44,7 @@ use wg_recording::RecorderConfig;
 use zeroize::Zeroizing;
 
 use crate::control::ControlClient;
+use crate::journal::Journal;
 use crate::runtime::{KillInfo, LiveSession, Registration, Runtime};
 
 /// How long a connection may stay without an admitted session (authentication and decision),
@@ -82,6 +83,8 @@ struct Shared {
     settings: SshSettings,
     config: Arc<russh::server::Config>,
     control: ControlClient,
+    /// Where lifecycle reports and gateway-decided audit events go (delivered in order).
+    journal: Arc<Journal>,
     runtime: Arc<Runtime>,
     recordings: Arc<RecorderConfig>,
     /// The SSH sessions live here, for re-attachment (resume, handoff).
@@ -109,6 +112,7 @@ impl SshListener {
         settings: SshSettings,
         host_key: russh::keys::PrivateKey,
         control: ControlClient,
+        journal: Arc<Journal>,
         runtime: Arc<Runtime>,
     ) -> Self {
         let config = russh::server::Config {
@@ -134,6 +138,7 @@ impl SshListener {
                 settings,
                 config: Arc::new(config),
                 control,
+                journal,
                 runtime,
                 recordings,
                 sessions: dashmap::DashMap::new(),
@@ -320,6 +325,9 @@ struct ClientHandler {
     pending: Option<Pending>,
     /// The session's handoff count when this connection got it (see `End::HandedOff`).
     handoff_base: Arc<OnceLock<u64>>,
+    /// The control plane could not be asked about the key: the refusal line. Such a connection
+    /// is never authenticated as anyone; it only hears why it is refused.
+    unreachable: Option<String>,
 }
 
 /// The first session channel before the decision, with the requests that came before it.
@@ -356,6 +364,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         ident: String::new(),
         pending: None,
         handoff_base: handoff_base.clone(),
+        unreachable: None,
     };
     let running = match russh::server::run_stream(shared.config.clone(), stream, handler).await {
         Ok(r) => r,
@@ -576,17 +585,21 @@ async fn detach(shared: &Arc<Shared>, session: &Arc<SshSession>, conn: u64, hand
             )))
             .await;
     }
-    let reported = shared
-        .control
-        .report(SessionReport {
-            session_id: live.id.to_string(),
-            state: "detached".into(),
-            ..Default::default()
-        })
+    // Waited for (briefly), so that a client coming right back finds the session detached; a
+    // control plane that is away hears of it later (the session stays detached meanwhile).
+    let heard = shared
+        .journal
+        .report_acked(
+            SessionReport {
+                session_id: live.id.to_string(),
+                state: "detached".into(),
+                ..Default::default()
+            },
+            Duration::from_secs(2),
+        )
         .await;
-    if let Err(e) = reported {
-        tracing::warn!(session = %live.id, error = %e, "the control plane refused the detach");
-        return false;
+    if !heard {
+        tracing::warn!(session = %live.id, "the control plane has not heard of the detach yet");
     }
     tracing::info!(session = %live.id, grace = ?grace, "session detached");
     let mut attached = console.generation.subscribe();
@@ -629,14 +642,6 @@ async fn detach(shared: &Arc<Shared>, session: &Arc<SshSession>, conn: u64, hand
     true
 }
 
-async fn report(control: &ControlClient, report: SessionReport) {
-    let state = report.state.clone();
-    let id = report.session_id.clone();
-    if let Err(e) = control.report(report).await {
-        tracing::warn!(session = %id, state = %state, error = %e, "cannot report session state");
-    }
-}
-
 impl ClientHandler {
     /// Decides the attempt and opens the target leg; returns the refusal line on failure.
     async fn admit(
@@ -651,6 +656,8 @@ impl ClientHandler {
             None => return Err("not authenticated".into()),
         };
         let actor = self.actor.clone().unwrap_or_default();
+        // Fail closed while the control plane cannot hear what this gateway does.
+        self.shared.journal.accepting()?;
         let mut decision = self
             .shared
             .control
@@ -727,30 +734,16 @@ impl ClientHandler {
             }
         };
         // Killed while the target leg was being opened (a terminate during set-up): the
-        // connection task runs the close sequence; `opened` would now be an illegal report.
+        // connection task runs the close sequence; `opened` would now be an illegal report. (A
+        // control plane that closed the session meanwhile answers the report by naming the
+        // session to sever.)
         if !self.kill.is_cancelled() {
-            let opened = self
-                .shared
-                .control
-                .report(SessionReport {
-                    session_id: id.to_string(),
-                    state: "opened".into(),
-                    observed_host_key: leg.observed_host_key.clone().unwrap_or_default(),
-                    ..Default::default()
-                })
-                .await;
-            if let Err(e) = opened {
-                // The control plane no longer lets this session open (it was terminated in the
-                // meantime, or the control plane is unreachable): fail closed.
-                tracing::warn!(session = %id, error = %e, "the control plane refused the opened report");
-                registration.session().kill(KillInfo {
-                    reason: EndReason::Terminated,
-                    by: None,
-                    detail: format!(
-                        "the control plane ended the session while it was being opened ({e})"
-                    ),
-                });
-            }
+            self.shared.journal.report(SessionReport {
+                session_id: id.to_string(),
+                state: "opened".into(),
+                observed_host_key: leg.observed_host_key.clone().unwrap_or_default(),
+                ..Default::default()
+            });
         }
         let session = Arc::new(SshSession {
             registration,
@@ -804,17 +797,13 @@ impl ClientHandler {
 
     async fn fail_open(&self, id: SessionId, message: String) -> String {
         tracing::warn!(session = %id, error = %message, "cannot open the target leg");
-        report(
-            &self.shared.control,
-            SessionReport {
-                session_id: id.to_string(),
-                state: "closed".into(),
-                end_reason: EndReason::TargetError.as_str().into(),
-                end_detail: message.clone(),
-                ..Default::default()
-            },
-        )
-        .await;
+        self.shared.journal.report(SessionReport {
+            session_id: id.to_string(),
+            state: "closed".into(),
+            end_reason: EndReason::TargetError.as_str().into(),
+            end_detail: message.clone(),
+            ..Default::default()
+        });
         message
     }
 }
@@ -845,9 +834,12 @@ impl russh::server::Handler for ClientHandler {
             }
             Ok(None) => Ok(Auth::reject()),
             Err(e) => {
-                // Fail closed: no decision without the control plane.
+                // Fail closed: no decision without the control plane. The key cannot be checked,
+                // so the connection is let in only to be told why it is refused (a rejected key
+                // would leave the client with a misleading "Permission denied").
                 tracing::warn!(error = %e, "control plane unreachable during authentication");
-                Ok(Auth::reject())
+                self.unreachable = Some(format!("control plane unreachable: {e}"));
+                Ok(Auth::Accept)
             }
         }
     }
@@ -856,6 +848,11 @@ impl russh::server::Handler for ClientHandler {
         self.ident = String::from_utf8_lossy(session.remote_sshid())
             .trim()
             .to_owned();
+        if let Some(line) = self.unreachable.take() {
+            self.refuse(&line);
+            self.close_refused_later();
+            return Ok(());
+        }
         self.state = ConnState::Authenticated;
         // Decided now, unless the connection could join a live session (a resume, a
         // take-over): then at the first channel request, which tells whether it is a shell.
@@ -1117,18 +1114,11 @@ impl russh::server::Handler for ClientHandler {
         let marker = format!("forward: {host_to_connect}:{port_to_connect}");
         self.attach(&s, channel, target_channel, session, Some(marker))
             .await;
-        if let Err(e) = self
-            .shared
-            .control
-            .record_event(
-                &id,
-                wg_domain::audit::kinds::SESSION_FORWARD_OPENED,
-                details,
-            )
-            .await
-        {
-            tracing::warn!(session = %id, error = %e, "cannot record a forward");
-        }
+        self.shared.journal.audit(
+            &id,
+            wg_domain::audit::kinds::SESSION_FORWARD_OPENED,
+            &details,
+        );
         Ok(())
     }
 
@@ -1217,20 +1207,16 @@ impl ClientHandler {
             .active_reported
             .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
-            report(
-                &self.shared.control,
-                SessionReport {
-                    session_id: s.live().id.to_string(),
-                    state: "active".into(),
-                    pty: s.live().pty().map(|(term, cols, rows)| wg_proto::v1::Pty {
-                        term,
-                        cols,
-                        rows,
-                    }),
-                    ..Default::default()
-                },
-            )
-            .await;
+            self.shared.journal.report(SessionReport {
+                session_id: s.live().id.to_string(),
+                state: "active".into(),
+                pty: s.live().pty().map(|(term, cols, rows)| wg_proto::v1::Pty {
+                    term,
+                    cols,
+                    rows,
+                }),
+                ..Default::default()
+            });
         }
     }
 
@@ -1253,18 +1239,11 @@ impl ClientHandler {
             return;
         };
         let id = s.live().id.to_string();
-        if let Err(e) = self
-            .shared
-            .control
-            .record_event(
-                &id,
-                wg_domain::audit::kinds::SESSION_FORWARD_DENIED,
-                details,
-            )
-            .await
-        {
-            tracing::warn!(session = %id, error = %e, "cannot record a refused forward");
-        }
+        self.shared.journal.audit(
+            &id,
+            wg_domain::audit::kinds::SESSION_FORWARD_DENIED,
+            &details,
+        );
     }
 
     /// Decides the attempt (see [`ClientHandler::admit`]) and records the outcome on the
@@ -1291,13 +1270,16 @@ impl ClientHandler {
                     .store(false, std::sync::atomic::Ordering::SeqCst);
                 return admitted;
             }
-            Err(line) => {
-                let _ = self.refusal.set(line.clone());
-                self.state = ConnState::Refused(line.clone());
-            }
+            Err(line) => self.refuse(line),
         }
         self.admission.done.notify_one();
         admitted
+    }
+
+    /// Marks the connection refused with `line` (shown to the client at its first request).
+    fn refuse(&mut self, line: &str) {
+        let _ = self.refusal.set(line.to_owned());
+        self.state = ConnState::Refused(line.to_owned());
     }
 
     /// Closes a refused connection after a moment, if the client does not leave first.
