@@ -40,6 +40,11 @@ const SQLITE: &[Migration] = &[
         name: "session_list_indexes",
         sql: include_str!("../migrations/sqlite/0005_session_list_indexes.sql"),
     },
+    Migration {
+        version: 7,
+        name: "control_ca",
+        sql: include_str!("../migrations/sqlite/0007_control_ca.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -67,6 +72,11 @@ const POSTGRES: &[Migration] = &[
         version: 5,
         name: "session_list_indexes",
         sql: include_str!("../migrations/postgres/0005_session_list_indexes.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "control_ca",
+        sql: include_str!("../migrations/postgres/0007_control_ca.sql"),
     },
 ];
 
