@@ -102,6 +102,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         args.grpc_addr,
         args.api_addr,
         Some(gateway_token.clone()),
+        None,
         wg_control::DEFAULT_LEASE,
         shutdown.clone(),
     )
@@ -137,7 +138,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             advertise_address: None,
             recordings_root: recordings.clone(),
             control_urls: vec![format!("http://{grpc_addr}")],
-            control_token: gateway_token,
+            control_auth: wg_gateway::ControlAuth::Bearer(gateway_token),
             progress_interval: Duration::from_secs(1),
             max_active: (args.max_active > 0).then_some(args.max_active),
             heartbeat_interval: None,
@@ -186,12 +187,14 @@ impl Served {
 }
 
 /// Binds and serves the gateway gRPC service and the REST API of `control` (the same for `dev`
-/// and `control`); `dev_token` admits the in-process dev gateway.
+/// and `control`); `dev_token` admits the in-process dev gateway (plaintext loopback); `tls`
+/// serves the gRPC listener over TLS and admits joined gateways by their client certificates.
 pub(crate) async fn serve_control(
     control: ControlPlane,
     grpc_addr: SocketAddr,
     api_addr: SocketAddr,
     dev_token: Option<String>,
+    tls: Option<wg_control::tls::ServerTls>,
     lease: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Served> {
@@ -199,15 +202,32 @@ pub(crate) async fn serve_control(
         .await
         .with_context(|| format!("binding the gateway gRPC listener {grpc_addr}"))?;
     let grpc_addr = grpc_listener.local_addr()?;
-    let grpc = wg_control::grpc::GatewayService::new(control.clone(), dev_token, lease);
+    let mut grpc = wg_control::grpc::GatewayService::new(control.clone(), dev_token, lease);
+    if tls.is_some() {
+        let ca = control
+            .cluster_ca()
+            .await
+            .map_err(|e| anyhow::anyhow!("loading the control plane's CA: {e}"))?;
+        grpc = grpc.with_client_certificates(ca);
+    }
     let grpc_shutdown = shutdown.clone();
     let grpc_task = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
-        if let Err(e) = tonic::transport::Server::builder()
-            .add_service(grpc.into_server())
-            .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned())
-            .await
-        {
+        let server = tonic::transport::Server::builder().add_service(grpc.into_server());
+        let served = match tls {
+            Some(tls) => {
+                let incoming = tls.incoming(grpc_listener, grpc_shutdown.clone());
+                server
+                    .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned())
+                    .await
+            }
+            None => {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+                server
+                    .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned())
+                    .await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "gateway gRPC server failed");
         }
     });

@@ -3,9 +3,14 @@
 //!
 //! A control-plane replica serves the REST API and the gateway gRPC service over a shared store
 //! (PostgreSQL for several replicas; SQLite for one), sweeps gateway leases and expires handoff
-//! offers. A gateway joins once with a one-time join token (`wgctl gateway token create`),
-//! keeps the name and credential it was given in its data directory (`identity.json`, 0600),
-//! renews its lease with heartbeats and serves SSH.
+//! offers. Its gRPC listener serves TLS with a server certificate from the control plane's CA
+//! (for `tlsNames`) and admits gateways by the client certificates that CA issued them.
+//!
+//! A gateway joins once with a one-time join token (`wgctl gateway token create`), which pins
+//! the CA: it generates its private key, receives its name and certificate, and keeps them in its
+//! data directory — `identity.json` (name, pool, certificate expiry), `gateway.key` (0600),
+//! `gateway.crt`, `ca.crt`. From then on it connects to every `controlUrls` entry (`https://`)
+//! with mutual TLS, renews its lease with heartbeats and serves SSH.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,9 +46,14 @@ struct ControlFile {
     /// REST API listener.
     #[serde(default = "default_api_addr")]
     api_addr: SocketAddr,
-    /// Gateway gRPC listener.
+    /// Gateway gRPC listener (TLS).
     #[serde(default = "default_grpc_addr")]
     grpc_addr: SocketAddr,
+    /// The DNS names and IP addresses gateways reach this replica by (its server certificate's
+    /// names; default `localhost`, `127.0.0.1` and the IP of `grpcAddr` when it is not a
+    /// wildcard).
+    #[serde(default)]
+    tls_names: Option<Vec<String>>,
     /// A gateway silent this long is declared lost (default 15s).
     #[serde(default, with = "opt_duration")]
     gateway_lease: Option<Duration>,
@@ -64,10 +74,11 @@ fn default_grpc_addr() -> SocketAddr {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct GatewayFile {
-    /// The control-plane replicas' gRPC URLs, e.g. `[http://cp1:8443, http://cp2:8443]`.
+    /// The control-plane replicas' gRPC URLs, e.g. `[https://cp1:8443, https://cp2:8443]`; the
+    /// host must be one of the replica's `tlsNames`.
     control_urls: Vec<String>,
-    /// Identity (`identity.json`), the SSH host key (`host_ed25519`) and the event journal
-    /// (`events/`).
+    /// Identity (`identity.json`, `gateway.key`, `gateway.crt`, `ca.crt`), the SSH host key
+    /// (`host_ed25519`) and the event journal (`events/`).
     data_dir: PathBuf,
     /// The recording store shared with the control plane.
     recordings_dir: PathBuf,
@@ -125,12 +136,77 @@ fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T>
     serde_yaml_ng::from_str(&text).with_context(|| format!("in {}", path.display()))
 }
 
-/// What a gateway keeps after joining.
+/// What a gateway keeps after joining (`identity.json`; the key and certificates are files of
+/// their own beside it).
 #[derive(Debug, serde::Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Identity {
     name: String,
     pool: String,
-    credential: String,
+    /// When the certificate expires (RFC 3339).
+    #[serde(default)]
+    certificate_expires: Option<String>,
+}
+
+/// The files of a gateway's TLS identity in its data directory.
+const KEY_FILE: &str = "gateway.key";
+const CERT_FILE: &str = "gateway.crt";
+const CA_FILE: &str = "ca.crt";
+
+/// The default `tlsNames`.
+fn default_tls_names(grpc_addr: SocketAddr) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let ip = grpc_addr.ip();
+    if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
+        names.push(ip.to_string());
+    }
+    names
+}
+
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Loads the TLS identity a gateway stored when it joined.
+fn load_tls_identity(dir: &Path) -> anyhow::Result<wg_gateway::TlsIdentity> {
+    if !dir.join(CERT_FILE).exists() {
+        bail!(
+            "{} has no {CERT_FILE}: this gateway joined before gateways used mutual TLS; remove \
+             identity.json and join again with a new token (`wgctl gateway token create`)",
+            dir.display()
+        );
+    }
+    Ok(wg_gateway::TlsIdentity {
+        ca_pem: read_text(&dir.join(CA_FILE))?,
+        cert_pem: read_text(&dir.join(CERT_FILE))?,
+        key_pem: zeroize::Zeroizing::new(read_text(&dir.join(KEY_FILE))?),
+    })
+}
+
+/// Writes a gateway's identity after joining: key (0600), certificates, then `identity.json`
+/// last (its presence means "joined"). Leftovers of an interrupted earlier write are replaced.
+fn store_identity(
+    dir: &Path,
+    joined: &wg_gateway::Joined,
+    identity: &Identity,
+) -> anyhow::Result<()> {
+    let files: [(&str, &[u8]); 4] = [
+        (KEY_FILE, joined.identity.key_pem.as_bytes()),
+        (CERT_FILE, joined.identity.cert_pem.as_bytes()),
+        (CA_FILE, joined.identity.ca_pem.as_bytes()),
+        ("identity.json", &serde_json::to_vec_pretty(identity)?),
+    ];
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("replacing {}", path.display())),
+        }
+        wg_control::vault::write_private_file(&path, bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Runs a control-plane replica until SIGINT/SIGTERM.
@@ -144,6 +220,16 @@ pub(crate) async fn run_control(args: ConfigArgs) -> anyhow::Result<()> {
     let vault =
         Vault::open(&cfg.data_dir.join("master.key")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let control = ControlPlane::new(store, vault, ControlConfig::new(&cfg.recordings_dir));
+    let ca = control
+        .cluster_ca()
+        .await
+        .map_err(|e| anyhow::anyhow!("the control plane's CA: {e}"))?;
+    let tls_names = cfg
+        .tls_names
+        .clone()
+        .unwrap_or_else(|| default_tls_names(cfg.grpc_addr));
+    let tls = wg_control::tls::ServerTls::new(ca.clone(), tls_names.clone())
+        .map_err(|e| anyhow::anyhow!("the gateway listener's TLS certificate: {e}"))?;
     let token_path = cfg.data_dir.join("admin.token");
     if let Some(token) = control
         .bootstrap_admin(cfg.admin_ssh_keys.clone())
@@ -159,20 +245,25 @@ pub(crate) async fn run_control(args: ConfigArgs) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     let lease = cfg.gateway_lease.unwrap_or(wg_control::DEFAULT_LEASE);
+    let renewal = tls.spawn_renewal(shutdown.clone());
     let served = crate::dev::serve_control(
         control.clone(),
         cfg.grpc_addr,
         cfg.api_addr,
         None,
+        Some(tls),
         lease,
         shutdown.clone(),
     )
     .await?;
     let sweeper = control.spawn_lease_sweeper(lease, shutdown.clone());
     eprintln!(
-        "wardengate control: API http://{}/api/v1, gateways grpc {} (lease {})",
+        "wardengate control: API http://{}/api/v1, gateways grpcs {} (mutual TLS; names {}; CA \
+         sha256 {}; lease {})",
         served.api_addr,
         served.grpc_addr,
+        tls_names.join(", "),
+        ca.pin(),
         wg_domain::time::format_duration(lease)
     );
     crate::dev::wait_for_signal().await;
@@ -180,6 +271,7 @@ pub(crate) async fn run_control(args: ConfigArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     served.join().await;
     let _ = sweeper.await;
+    let _ = renewal.await;
     Ok(())
 }
 
@@ -208,26 +300,24 @@ pub(crate) async fn run_gateway(args: ConfigArgs) -> anyhow::Result<()> {
             .advertise_address
             .clone()
             .unwrap_or_else(|| cfg.ssh_addr.to_string());
-        let (name, pool, credential) =
-            wg_gateway::ControlClient::join(&cfg.control_urls, token.trim(), &advertise)
-                .await
-                .map_err(|e| anyhow::anyhow!("joining the cluster: {e}"))?;
+        let joined = wg_gateway::ControlClient::join(&cfg.control_urls, token.trim(), &advertise)
+            .await
+            .map_err(|e| anyhow::anyhow!("joining the cluster: {e}"))?;
         let identity = Identity {
-            name,
-            pool,
-            credential,
+            name: joined.name.clone(),
+            pool: joined.pool.clone(),
+            certificate_expires: Some(wg_domain::time::rfc3339(joined.certificate_expires_ms)),
         };
-        wg_control::vault::write_private_file(
-            &identity_path,
-            serde_json::to_string_pretty(&identity)?.as_bytes(),
-        )
-        .with_context(|| format!("writing {}", identity_path.display()))?;
+        store_identity(&cfg.data_dir, &joined, &identity)?;
         eprintln!(
-            "wardengate gateway: joined as {} (pool {})",
-            identity.name, identity.pool
+            "wardengate gateway: joined as {} (pool {}); certificate valid until {}",
+            identity.name,
+            identity.pool,
+            identity.certificate_expires.as_deref().unwrap_or("?")
         );
         identity
     };
+    let tls = load_tls_identity(&cfg.data_dir)?;
     let host_key = keys::load_or_create(&cfg.data_dir.join("host_ed25519"), &identity.name)?;
     let gateway = wg_gateway::start(
         wg_gateway::GatewayConfig {
@@ -236,7 +326,7 @@ pub(crate) async fn run_gateway(args: ConfigArgs) -> anyhow::Result<()> {
             advertise_address: cfg.advertise_address.clone(),
             recordings_root: cfg.recordings_dir.clone(),
             control_urls: cfg.control_urls.clone(),
-            control_token: identity.credential.clone(),
+            control_auth: wg_gateway::ControlAuth::Mtls(std::sync::Arc::new(tls)),
             progress_interval: Duration::from_secs(1),
             max_active: (cfg.max_active > 0).then_some(cfg.max_active),
             heartbeat_interval: Some(cfg.heartbeat_interval.unwrap_or(Duration::from_secs(3))),

@@ -3,8 +3,10 @@
 //! Covered: join tokens are single-use; sessions on both gateways are listed with the right GW;
 //! `kill -9` of a gateway → its sessions closed as `gateway_lost` within the lease, a
 //! `gateway.lost` event, and its concurrency slots freed (the actor connects again at once through
-//! the other gateway); a gateway with an invalid credential is refused; `wgctl gateway remove`
-//! revokes a gateway.
+//! the other gateway). Mutual TLS: gateways talk to the control plane over `https://` with the
+//! certificate its CA issued them at join; a gateway whose certificate comes from another control
+//! plane's CA is refused; `wgctl gateway remove` gets a gateway's certificate refused; a gateway
+//! refuses to join a control plane whose CA does not match the join token's pin.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failed unwrap is a failed test
 
@@ -84,7 +86,7 @@ fn start_replica_leased(
     Control {
         child,
         api: format!("http://127.0.0.1:{api_port}"),
-        grpc: format!("http://127.0.0.1:{grpc_port}"),
+        grpc: format!("https://127.0.0.1:{grpc_port}"),
         token: token.map_or_else(
             || read(&dir.join("admin.token")).trim().to_owned(),
             str::to_owned,
@@ -354,23 +356,81 @@ fn gateways_join_once_and_a_lost_gateway_frees_its_sessions() {
     let _ = held.kill();
     let _ = held.wait();
 
-    // A gateway whose credential is not valid gets nothing from the control plane.
-    std::fs::create_dir_all(rig.path("gwf")).unwrap();
-    std::fs::write(
-        rig.path("gwf").join("identity.json"),
-        r#"{"name":"gw-us-9","pool":"us","credential":"wgg_forged"}"#,
-    )
-    .unwrap();
-    let forged = start_gateway(&rig, &cp, "gwf", "");
+    // A gateway whose certificate comes from another control plane's CA gets nothing from this
+    // one: it joins another control plane, then is pointed at this one (trusting this CA).
+    let other = start_replica(
+        &rig,
+        "cp-other",
+        &format!("sqlite://{}/wardengate.db", rig.path("cp-other").display()),
+        None,
+    );
+    let elsewhere = start_gateway(&rig, &other, "gwx", &join_token(&other));
+    drop(elsewhere);
+    std::fs::copy(b.dir.join("ca.crt"), rig.path("gwx").join("ca.crt")).unwrap();
+    let forged = start_gateway(&rig, &cp, "gwx", "");
     let out = ssh_via(&rig, &forged, &["true"]).output().unwrap();
     assert_ne!(out.status.code(), Some(0));
-    assert!(!cp.wgctl_ok(&["gateway", "list"]).contains("gw-us-9"));
+    wait_until(
+        "the foreign certificate refused",
+        Duration::from_secs(10),
+        || {
+            read(&forged.log).contains(
+                "client certificate refused: it was not issued by this control plane's CA",
+            )
+        },
+    );
+    assert_eq!(
+        cp.json(&["gateway", "list"])["gateways"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
-    // Revoking gateway B: it is refused from then on.
+    // A join token whose CA pin is not this control plane's: the gateway refuses the control
+    // plane before sending the token, which stays unused.
+    let genuine = join_token(&cp);
+    let (secret, pin) = genuine.split_once('.').unwrap();
+    let other_pin = other.json(&["gateway", "token", "create", "--pool", "us"])["ca_sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(pin, other_pin);
+    let (config, _) = gateway_config(&rig, &cp, "gwp", &format!("{secret}.{other_pin}"));
+    let mut pinned = spawn_gateway(&rig, &config, "gwp");
+    assert!(!pinned.wait().unwrap().success());
+    let log = read(&rig.path("gwp.log"));
+    assert!(log.contains("does not match the join token's pin"), "{log}");
+    assert!(!rig.path("gwp").join("identity.json").exists());
+    let tokens = cp.json(&["gateway", "token", "list"]);
+    let unused = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["state"] == "unused")
+        .count();
+    assert_eq!(unused, 1, "{tokens}");
+
+    // The identity a gateway keeps: its private key is 0600 and never left it.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(b.dir.join("gateway.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let key = read(&b.dir.join("gateway.key"));
+    assert!(!read(&cp.log).contains(key.trim()));
+
+    // Revoking gateway B: its certificate is refused from then on.
     cp.wgctl_ok(&["gateway", "remove", "gw-us-2"]);
     assert_eq!(cp.gateway_state("gw-us-2"), "removed");
     let out = ssh_via(&rig, &b, &["true"]).output().unwrap();
     assert_ne!(out.status.code(), Some(0));
+    wait_until(
+        "the removed gateway's certificate refused",
+        Duration::from_secs(10),
+        || read(&b.log).contains("client certificate refused: gateway gw-us-2 was removed"),
+    );
     assert!(
         cp.wgctl_ok(&["audit", "verify"])
             .starts_with("audit chain OK")

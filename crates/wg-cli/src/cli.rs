@@ -162,7 +162,9 @@ pub enum GatewayTokenCmd {
     /// Create a one-time join token for a pool; the token alone goes to standard output.
     #[command(
         after_help = "Put the token in the gateway's config (joinToken) and start it: it joins as\n\
-gw-POOL-N and the token is spent.\n\nExample:\n  wgctl gateway token create --pool us --ttl 1h"
+gw-POOL-N, receives its client certificate, and the token is spent. The token\n\
+(wgj_SECRET.CA_SHA256) pins the control plane's CA: the gateway refuses a control\n\
+plane with another CA.\n\nExample:\n  wgctl gateway token create --pool us --ttl 1h"
     )]
     Create(GatewayTokenCreateArgs),
     /// Every join token (never the token itself): pool, expiry, state, the gateway that used it.

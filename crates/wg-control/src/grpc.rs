@@ -1,10 +1,16 @@
 //! The gateway-facing gRPC service (`wardengate.v1.GatewayControl`).
 //!
-//! Every call but `Join` must carry `authorization: Bearer <credential>` metadata: a standalone
-//! gateway's credential (issued when it joined with a one-time join token; the gateway's identity
-//! is the one the credential belongs to, whatever name a request claims), or in `dev` mode the
-//! token generated at start and handed to the in-process gateway. A gateway may only report on its
-//! own sessions. (Mutual TLS with a control-plane CA is the next step; see ARCHITECTURE.md.)
+//! Every call but `Join` must be authenticated:
+//! - a standalone gateway connects over mutual TLS ([`crate::tls`]) with the client certificate
+//!   the control plane's CA issued when it joined ([`crate::ca`]). Each call checks that the
+//!   certificate chains to the CA and is within its validity, and that it is the current
+//!   certificate of a registered gateway that was not removed; the gateway's identity is the one
+//!   the certificate belongs to, whatever name a request claims. A refusal is `unauthenticated`
+//!   and says why.
+//! - in `dev` mode the in-process gateway sends `authorization: Bearer <token>` (generated at
+//!   start) over plaintext loopback.
+//!
+//! A gateway may only report on its own sessions.
 
 use std::pin::Pin;
 
@@ -20,6 +26,7 @@ use wg_proto::v1::{
     gateway_control_server::GatewayControl, gateway_event,
 };
 
+use crate::ca::ClusterCa;
 use crate::service::{JournalEvent, Report, SessionAsk};
 use crate::vault::Secret;
 use crate::{ControlError, ControlPlane};
@@ -29,6 +36,7 @@ use crate::{ControlError, ControlPlane};
 pub struct GatewayService {
     control: ControlPlane,
     dev_token: Option<String>,
+    ca: Option<std::sync::Arc<ClusterCa>>,
     lease: std::time::Duration,
 }
 
@@ -64,8 +72,9 @@ impl std::fmt::Debug for GatewayService {
 }
 
 impl GatewayService {
-    /// A service accepting joined gateways (by their credentials) and, when `dev_token` is
-    /// given, the in-process `dev` gateway presenting it. `lease` is told to gateways.
+    /// A service accepting, when `dev_token` is given, the in-process `dev` gateway presenting
+    /// it. Joined gateways are accepted once [`GatewayService::with_client_certificates`] names
+    /// the CA. `lease` is told to gateways.
     pub fn new(
         control: ControlPlane,
         dev_token: Option<String>,
@@ -74,8 +83,16 @@ impl GatewayService {
         GatewayService {
             control,
             dev_token,
+            ca: None,
             lease,
         }
+    }
+
+    /// Accepts joined gateways by the client certificates `ca` issued them (the listener must
+    /// serve TLS with [`crate::tls::ServerTls`]).
+    pub fn with_client_certificates(mut self, ca: std::sync::Arc<ClusterCa>) -> Self {
+        self.ca = Some(ca);
+        self
     }
 
     /// Wraps the service for tonic's router.
@@ -84,24 +101,40 @@ impl GatewayService {
     }
 
     async fn authorize<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        let presented = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if presented.is_empty() {
-            return Err(Status::unauthenticated("missing gateway credentials"));
+        if let Some(dev) = &self.dev_token {
+            let presented = req
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !presented.is_empty() && constant_time_eq(presented.as_bytes(), dev.as_bytes()) {
+                return Ok(Caller::Dev);
+            }
         }
-        if let Some(dev) = &self.dev_token
-            && constant_time_eq(presented.as_bytes(), dev.as_bytes())
-        {
-            return Ok(Caller::Dev);
-        }
-        match self.control.gateway_for_credential(presented).await {
+        let Some(ca) = &self.ca else {
+            return Err(Status::unauthenticated(
+                "missing or invalid gateway credentials",
+            ));
+        };
+        let certs = req.peer_certs().unwrap_or_default();
+        let Some((leaf, intermediates)) = certs.split_first() else {
+            return Err(Status::unauthenticated(
+                "no client certificate: a gateway must connect with the certificate it received \
+                 when it joined (mutual TLS)",
+            ));
+        };
+        ca.verify_gateway_cert(leaf, intermediates)
+            .map_err(|e| Status::unauthenticated(format!("client certificate refused: {e}")))?;
+        match self.control.gateway_for_certificate(leaf).await {
+            Ok(Some(g)) if g.state == "removed" => Err(Status::unauthenticated(format!(
+                "client certificate refused: gateway {} was removed",
+                g.name
+            ))),
             Ok(Some(g)) => Ok(Caller::Gateway(g.name)),
             Ok(None) => Err(Status::unauthenticated(
-                "invalid gateway credentials (unknown or revoked gateway)",
+                "client certificate refused: it is not the current certificate of any \
+                 registered gateway",
             )),
             Err(e) => Err(status(e)),
         }
@@ -188,16 +221,18 @@ impl GatewayControl for GatewayService {
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
         let req = request.into_inner();
-        let (name, pool, credential) = self
+        let joined = self
             .control
-            .join_gateway(&req.join_token, &req.address, &req.version)
+            .join_gateway(&req.join_token, &req.public_key, &req.address, &req.version)
             .await
             .map_err(status)?;
-        tracing::info!(gateway = %name, pool = %pool, address = %req.address, "gateway joined");
+        tracing::info!(gateway = %joined.name, pool = %joined.pool, address = %req.address, "gateway joined");
         Ok(Response::new(JoinResponse {
-            name,
-            pool,
-            credential,
+            name: joined.name,
+            pool: joined.pool,
+            certificate_pem: joined.certificate_pem,
+            ca_certificate_pem: joined.ca_pem,
+            certificate_expires_ms: joined.certificate_expires_ms,
         }))
     }
 

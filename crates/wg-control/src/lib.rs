@@ -8,17 +8,19 @@
 //! gateways only through the `wardengate.v1` protocol (crate `wg-proto`).
 
 pub mod api;
+pub mod ca;
 mod error;
 pub mod gateways;
 pub mod grpc;
 #[cfg(test)]
 mod handoff_tests;
 mod service;
+pub mod tls;
 pub mod vault;
 mod views;
 
 pub use error::ControlError;
 pub use service::{
-    BOOTSTRAP_ADMIN, ControlConfig, ControlPlane, DEFAULT_LEASE, JournalAck, JournalEvent, Report,
-    SessionOwner, SessionQuery,
+    BOOTSTRAP_ADMIN, ControlConfig, ControlPlane, DEFAULT_LEASE, JoinedGateway, JournalAck,
+    JournalEvent, Report, SessionOwner, SessionQuery,
 };

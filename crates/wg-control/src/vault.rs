@@ -141,17 +141,16 @@ impl Vault {
         Ok((nonce.to_vec(), buf))
     }
 
-    /// Decrypts a secret stored at `path`.
+    /// Decrypts what [`Vault::seal`] encrypted for `path`.
     ///
     /// # Errors
     /// `internal` when the ciphertext was not produced for this path under this key.
-    pub fn open_secret(
+    pub fn open_bytes(
         &self,
         path: &str,
-        kind: &str,
         nonce: &[u8],
         ciphertext: &[u8],
-    ) -> Result<Secret, ControlError> {
+    ) -> Result<Zeroizing<Vec<u8>>, ControlError> {
         let nonce: [u8; 12] = nonce
             .try_into()
             .map_err(|_| ControlError::internal("vault entry has a malformed nonce"))?;
@@ -168,6 +167,21 @@ impl Vault {
                     "vault entry {path} does not decrypt under this master key"
                 ))
             })?;
+        Ok(Zeroizing::new(plain.to_vec()))
+    }
+
+    /// Decrypts a secret stored at `path`.
+    ///
+    /// # Errors
+    /// `internal` when the ciphertext was not produced for this path under this key.
+    pub fn open_secret(
+        &self,
+        path: &str,
+        kind: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Secret, ControlError> {
+        let plain = self.open_bytes(path, nonce, ciphertext)?;
         let text = Zeroizing::new(
             String::from_utf8(plain.to_vec())
                 .map_err(|_| ControlError::internal("vault entry is not UTF-8"))?,

@@ -411,22 +411,27 @@ pub struct JoinTokenRequest {
     pub ttl_seconds: Option<u64>,
 }
 
-/// `POST /api/v1/gateways/tokens` response. The token is shown here once; only its SHA-256 is
-/// stored.
+/// `POST /api/v1/gateways/tokens` response. The token is shown here once; only the SHA-256 of its
+/// secret part is stored.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JoinTokenCreated {
-    /// The join token (`wgj_…`), for the gateway's config (`joinToken`).
+    /// The join token (`wgj_SECRET.CA_SHA256`), for the gateway's config (`joinToken`): the
+    /// gateway refuses a control plane whose CA certificate does not have that SHA-256.
     pub token: String,
     /// Its pool.
     pub pool: String,
     /// When it stops being accepted (RFC 3339).
     pub expires_at: String,
+    /// SHA-256 (hex) of the control plane's CA certificate, the pin the token carries.
+    #[serde(default)]
+    pub ca_sha256: String,
 }
 
 impl std::fmt::Debug for JoinTokenCreated {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JoinTokenCreated")
             .field("pool", &self.pool)
+            .field("ca_sha256", &self.ca_sha256)
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use wg_proto::v1::gateway_control_client::GatewayControlClient;
 use wg_proto::v1::{
     AuthenticateActorRequest, CommandResult, CommandStreamRequest, ProgressBatch, SessionDecision,
@@ -13,6 +13,7 @@ use wg_proto::v1::{
 };
 
 use crate::runtime::Runtime;
+use crate::tls::{ControlAuth, JoinToken, PinnedCa, TlsIdentity, sha256_hex};
 
 /// A cheap-to-clone client of the control plane, bound to one gateway name. With several
 /// replicas, calls go to the current one; a call that finds it unreachable moves to the next
@@ -21,7 +22,8 @@ use crate::runtime::Runtime;
 pub struct ControlClient {
     replicas: Arc<[GatewayControlClient<Channel>]>,
     current: Arc<std::sync::atomic::AtomicUsize>,
-    auth: Arc<MetadataValue<tonic::metadata::Ascii>>,
+    /// The `dev` gateway's bearer token (a standalone gateway authenticates with its certificate).
+    auth: Option<Arc<MetadataValue<tonic::metadata::Ascii>>>,
     gateway: Arc<str>,
 }
 
@@ -36,8 +38,8 @@ impl std::fmt::Debug for ControlClient {
 /// An error talking to the control plane.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlCallError {
-    /// Transport-level failure.
-    #[error("control plane unreachable: {0}")]
+    /// Transport-level failure (connection, TLS handshake).
+    #[error("control plane unreachable: {}", error_chain(.0))]
     Transport(#[from] tonic::transport::Error),
     /// The call failed.
     #[error("{}", .0.message())]
@@ -45,15 +47,106 @@ pub enum ControlCallError {
     /// The token is not valid ASCII metadata.
     #[error("gateway token is not valid")]
     BadToken,
+    /// The configuration cannot work (a URL, the join token, the TLS identity).
+    #[error("{0}")]
+    Config(String),
+}
+
+/// An error with its sources, `outer: inner: …` (tonic's transport errors say little on their
+/// own: the cause, e.g. a refused certificate, is in the sources).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// What a gateway receives when it joins.
+pub struct Joined {
+    /// Its name, e.g. `gw-us-1`.
+    pub name: String,
+    /// Its pool.
+    pub pool: String,
+    /// The CA, its certificate and the key generated for it.
+    pub identity: TlsIdentity,
+    /// When the certificate expires (Unix milliseconds).
+    pub certificate_expires_ms: i64,
+}
+
+impl std::fmt::Debug for Joined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Joined")
+            .field("name", &self.name)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The endpoint of one replica, authenticated as `auth` says.
+fn endpoint(url: &str, auth: &ControlAuth) -> Result<Endpoint, ControlCallError> {
+    let e = Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5));
+    match auth {
+        ControlAuth::Bearer(_) => Ok(e),
+        ControlAuth::Mtls(id) => {
+            require_https(url)?;
+            Ok(e.tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(&id.ca_pem))
+                    .identity(tonic::transport::Identity::from_pem(
+                        &id.cert_pem,
+                        id.key_pem.as_bytes(),
+                    )),
+            )?)
+        }
+    }
+}
+
+fn require_https(url: &str) -> Result<(), ControlCallError> {
+    if url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(ControlCallError::Config(format!(
+            "{url}: a standalone gateway talks to the control plane over mutual TLS; use https://"
+        )))
+    }
+}
+
+fn bearer(
+    auth: &ControlAuth,
+) -> Result<Option<Arc<MetadataValue<tonic::metadata::Ascii>>>, ControlCallError> {
+    match auth {
+        ControlAuth::Bearer(token) => Ok(Some(Arc::new(
+            format!("Bearer {token}")
+                .parse()
+                .map_err(|_| ControlCallError::BadToken)?,
+        ))),
+        ControlAuth::Mtls(_) => Ok(None),
+    }
 }
 
 impl ControlClient {
-    /// Connects to `url` (e.g. `http://127.0.0.1:8081`).
+    /// Connects to `url` (e.g. `http://127.0.0.1:8081` in `dev`, `https://cp1:8443` with mutual
+    /// TLS).
     ///
     /// # Errors
     /// [`ControlCallError`] when the endpoint is invalid or unreachable.
-    pub async fn connect(url: &str, token: &str, gateway: &str) -> Result<Self, ControlCallError> {
-        Self::connect_any(&[url.to_owned()], token, gateway).await
+    pub async fn connect(
+        url: &str,
+        auth: &ControlAuth,
+        gateway: &str,
+    ) -> Result<Self, ControlCallError> {
+        Self::connect_any(&[url.to_owned()], auth, gateway).await
     }
 
     /// Connects to several control-plane replicas (calls go to any reachable one, so losing a
@@ -64,19 +157,12 @@ impl ControlClient {
     /// [`ControlCallError`] when an endpoint is invalid, or the single one is unreachable.
     pub async fn connect_any(
         urls: &[String],
-        token: &str,
+        auth: &ControlAuth,
         gateway: &str,
     ) -> Result<Self, ControlCallError> {
         let endpoints = urls
             .iter()
-            .map(|u| {
-                Endpoint::from_shared(u.clone()).map(|e| {
-                    e.connect_timeout(Duration::from_secs(5))
-                        .tcp_nodelay(true)
-                        .http2_keep_alive_interval(Duration::from_secs(5))
-                        .keep_alive_timeout(Duration::from_secs(5))
-                })
-            })
+            .map(|u| endpoint(u, auth))
             .collect::<Result<Vec<_>, _>>()?;
         let replicas: Vec<GatewayControlClient<Channel>> = match endpoints.as_slice() {
             [one] => vec![GatewayControlClient::new(one.connect().await?)],
@@ -85,43 +171,72 @@ impl ControlClient {
                 .map(|e| GatewayControlClient::new(e.connect_lazy()))
                 .collect(),
         };
-        let auth = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| ControlCallError::BadToken)?;
         Ok(ControlClient {
             replicas: replicas.into(),
             current: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-            auth: Arc::new(auth),
+            auth: bearer(auth)?,
             gateway: gateway.into(),
         })
     }
 
-    /// Redeems a one-time join token at the first reachable of `urls`: returns the gateway's
-    /// name, pool and credential.
+    /// Redeems a one-time join token (`wgj_SECRET.CA_PIN`) at the first reachable of `urls`
+    /// (`https://`): authenticates the control plane by the token's CA pin, generates the
+    /// gateway's key pair and sends only its public key. Returns the gateway's name, pool, and
+    /// TLS identity (CA, certificate, private key).
     ///
     /// # Errors
-    /// The last control plane's error when none accepts the token.
+    /// [`ControlCallError::Config`] for a malformed token or URL; the last control plane's error
+    /// when none accepts the token (a control plane whose CA does not match the pin fails the
+    /// TLS handshake and is told nothing).
     pub async fn join(
         urls: &[String],
         join_token: &str,
         address: &str,
-    ) -> Result<(String, String, String), ControlCallError> {
+    ) -> Result<Joined, ControlCallError> {
+        let token: JoinToken = join_token.parse().map_err(ControlCallError::Config)?;
+        let (key_pem, public_key) = crate::tls::generate_key().map_err(ControlCallError::Config)?;
         let mut last = None;
         for url in urls {
+            require_https(url)?;
             let attempt = async {
                 let channel = Endpoint::from_shared(url.clone())?
                     .connect_timeout(Duration::from_secs(5))
+                    .tls_config_with_verifier(
+                        ClientTlsConfig::new(),
+                        Arc::new(PinnedCa::new(&token.ca_pin)),
+                    )?
                     .connect()
                     .await?;
                 let resp = GatewayControlClient::new(channel)
                     .join(wg_proto::v1::JoinRequest {
-                        join_token: join_token.to_owned(),
+                        join_token: token.secret.clone(),
                         address: address.to_owned(),
                         version: env!("CARGO_PKG_VERSION").to_owned(),
+                        public_key: public_key.clone(),
                     })
                     .await?
                     .into_inner();
-                Ok::<_, ControlCallError>((resp.name, resp.pool, resp.credential))
+                // The CA handed over must be the pinned one (the handshake checked the chain).
+                let ca_der = rustls::pki_types::pem::PemObject::from_pem_slice(
+                    resp.ca_certificate_pem.as_bytes(),
+                )
+                .map(|d: rustls::pki_types::CertificateDer<'static>| sha256_hex(d.as_ref()))
+                .map_err(|e| ControlCallError::Config(format!("the CA certificate sent: {e}")))?;
+                if ca_der != token.ca_pin {
+                    return Err(ControlCallError::Config(format!(
+                        "the control plane sent a CA (sha256 {ca_der}) other than the join token pins"
+                    )));
+                }
+                Ok::<_, ControlCallError>(Joined {
+                    name: resp.name,
+                    pool: resp.pool,
+                    identity: TlsIdentity {
+                        ca_pem: resp.ca_certificate_pem,
+                        cert_pem: resp.certificate_pem,
+                        key_pem: key_pem.clone(),
+                    },
+                    certificate_expires_ms: resp.certificate_expires_ms,
+                })
             };
             match attempt.await {
                 Ok(joined) => return Ok(joined),
@@ -130,7 +245,8 @@ impl ControlClient {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or(ControlCallError::BadToken))
+        Err(last
+            .unwrap_or_else(|| ControlCallError::Config("no control-plane URL to join at".into())))
     }
 
     /// Renews the lease; returns the sessions of `live` the control plane has closed.
@@ -160,21 +276,13 @@ impl ControlClient {
     /// A client of one replica, connecting lazily (for that replica's command stream).
     ///
     /// # Errors
-    /// [`ControlCallError`] when the URL or the token is malformed.
-    pub fn lazy(url: &str, token: &str, gateway: &str) -> Result<Self, ControlCallError> {
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        let auth = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| ControlCallError::BadToken)?;
+    /// [`ControlCallError`] when the URL, the token or the TLS identity is malformed.
+    pub fn lazy(url: &str, auth: &ControlAuth, gateway: &str) -> Result<Self, ControlCallError> {
+        let channel = endpoint(url, auth)?.connect_lazy();
         Ok(ControlClient {
             replicas: vec![GatewayControlClient::new(channel)].into(),
             current: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-            auth: Arc::new(auth),
+            auth: bearer(auth)?,
             gateway: gateway.into(),
         })
     }
@@ -234,8 +342,9 @@ impl ControlClient {
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
-        req.metadata_mut()
-            .insert("authorization", (*self.auth).clone());
+        if let Some(auth) = &self.auth {
+            req.metadata_mut().insert("authorization", (**auth).clone());
+        }
         req.set_timeout(Duration::from_secs(15));
         req
     }
@@ -355,8 +464,9 @@ pub(crate) async fn run_command_stream(
             version: env!("CARGO_PKG_VERSION").to_owned(),
             restarted,
         });
-        req.metadata_mut()
-            .insert("authorization", (*control.auth).clone());
+        if let Some(auth) = &control.auth {
+            req.metadata_mut().insert("authorization", (**auth).clone());
+        }
         let (_, mut client) = control.replica();
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return,

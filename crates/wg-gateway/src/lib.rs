@@ -11,6 +11,7 @@ pub mod control;
 pub mod journal;
 pub mod runtime;
 pub mod ssh;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,8 +19,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use control::ControlClient;
+pub use control::{ControlClient, Joined};
 pub use runtime::Runtime;
+pub use tls::{ControlAuth, TlsIdentity};
 
 /// Gateway settings.
 #[derive(Debug, Clone)]
@@ -32,10 +34,11 @@ pub struct GatewayConfig {
     pub advertise_address: Option<String>,
     /// Where recordings are spooled (`ROOT/<session>/…`).
     pub recordings_root: std::path::PathBuf,
-    /// Control-plane gRPC endpoints (one per replica), e.g. `http://127.0.0.1:8081`.
+    /// Control-plane gRPC endpoints (one per replica): `https://cp1:8443` with mutual TLS, or
+    /// `http://127.0.0.1:8081` for the `dev` gateway's bearer token.
     pub control_urls: Vec<String>,
-    /// Bearer token for the control plane.
-    pub control_token: String,
+    /// How the gateway authenticates to the control plane.
+    pub control_auth: ControlAuth,
     /// How often live-session progress (last input, recording size) is reported.
     pub progress_interval: Duration,
     /// `gateway.maxActive`: live sessions this gateway admits at once (default 500; `None`:
@@ -122,7 +125,7 @@ pub async fn start(
         config.journal_max_bytes,
     )?);
     let control =
-        ControlClient::connect_any(&config.control_urls, &config.control_token, &config.name)
+        ControlClient::connect_any(&config.control_urls, &config.control_auth, &config.name)
             .await
             .map_err(|e| GatewayError::Control {
                 url: config.control_urls.join(","),
@@ -161,7 +164,7 @@ pub async fn start(
         let stream_client = if config.control_urls.len() == 1 {
             control.clone()
         } else {
-            ControlClient::lazy(url, &config.control_token, &config.name).map_err(|e| {
+            ControlClient::lazy(url, &config.control_auth, &config.name).map_err(|e| {
                 GatewayError::Control {
                     url: url.clone(),
                     message: e.to_string(),

@@ -1,5 +1,8 @@
 //! Standalone gateways (`gateways`) and their one-time join tokens (`gateway_join_tokens`).
 //!
+//! A gateway is known by the SHA-256 of its current certificate (issued by the control plane's
+//! CA when it joined; see `wg-control`'s `ca` module): [`Store::gateway_by_certificate`].
+//!
 //! A join token is redeemed once, in the transaction that creates the gateway's row: its
 //! conditional `UPDATE … WHERE used_ms IS NULL AND expires_ms > now` lets exactly one of two
 //! racing joins through, on either engine. The gateway's name is `gw-POOL-N`, N one more than
@@ -32,6 +35,17 @@ pub struct GatewayRecord {
     pub last_seen_ms: UnixMillis,
     /// `live`, `lost` or `removed`.
     pub state: String,
+    /// When its current certificate expires (`None` for a gateway that joined before mutual TLS).
+    pub cert_expires_ms: Option<UnixMillis>,
+}
+
+/// The certificate a gateway is issued when it joins, as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayCertificate {
+    /// SHA-256 of the certificate (DER), hex: the only certificate accepted from the gateway.
+    pub sha256: String,
+    /// When it expires.
+    pub expires_ms: UnixMillis,
 }
 
 /// A join token as stored (never the token itself).
@@ -64,10 +78,12 @@ pub enum JoinOutcome {
     Used,
     /// The token expired.
     Expired,
+    /// The certificate for the new gateway could not be issued (nothing was changed).
+    NotCertified(String),
 }
 
 const GATEWAY_COLUMNS: &str =
-    "name, pool, address, version, joined_ms, last_seen_ms, state, credential_sha256";
+    "name, pool, address, version, joined_ms, last_seen_ms, state, cert_expires_ms";
 
 fn gateway_row(r: &AnyRow) -> Result<GatewayRecord> {
     let get = |c: &str| -> Result<String> {
@@ -84,6 +100,9 @@ fn gateway_row(r: &AnyRow) -> Result<GatewayRecord> {
         joined_ms: num("joined_ms")?,
         last_seen_ms: num("last_seen_ms")?,
         state: get("state")?,
+        cert_expires_ms: r
+            .try_get::<Option<i64>, _>("cert_expires_ms")
+            .map_err(|e| corrupt("gateways", e))?,
     })
 }
 
@@ -135,15 +154,18 @@ impl Store {
             .collect()
     }
 
-    /// Redeems a join token and creates the gateway (`gw-POOL-N`) with the credential hash, in
-    /// one transaction with the audit event `event` makes for the new gateway (`gateway.joined`).
+    /// Redeems a join token and creates the gateway (`gw-POOL-N`), in one transaction with the
+    /// audit event `event` makes for the new gateway (`gateway.joined`). `certify` issues the
+    /// gateway's certificate once its name is known (inside the transaction, so that a token is
+    /// never spent on a gateway without a certificate); its error aborts the join as
+    /// [`JoinOutcome::NotCertified`].
     pub async fn join_gateway(
         &self,
         token_sha256: &str,
-        credential_sha256: &str,
         address: &str,
         version: &str,
         now: UnixMillis,
+        certify: impl FnOnce(&str) -> std::result::Result<GatewayCertificate, String> + Send,
         event: impl Fn(&GatewayRecord) -> NewAuditEvent,
     ) -> Result<JoinOutcome> {
         let mut tx = self.begin_write().await?;
@@ -186,13 +208,18 @@ impl Store {
         if redeemed != 1 {
             return Ok(JoinOutcome::Used);
         }
+        let cert = match certify(&name) {
+            Ok(c) => c,
+            Err(e) => return Ok(JoinOutcome::NotCertified(e)),
+        };
         sqlx::query(
-            "INSERT INTO gateways (name, pool, credential_sha256, address, version, joined_ms, \
-             last_seen_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $6, 'live')",
+            "INSERT INTO gateways (name, pool, cert_sha256, cert_expires_ms, address, version, \
+             joined_ms, last_seen_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 'live')",
         )
         .bind(&name)
         .bind(&pool)
-        .bind(credential_sha256)
+        .bind(&cert.sha256)
+        .bind(cert.expires_ms)
         .bind(address)
         .bind(version)
         .bind(now)
@@ -206,20 +233,18 @@ impl Store {
             joined_ms: now,
             last_seen_ms: now,
             state: "live".into(),
+            cert_expires_ms: Some(cert.expires_ms),
         };
         append_in(&mut tx, &self.chain, &event(&record)).await?;
         tx.commit().await?;
         Ok(JoinOutcome::Joined(record))
     }
 
-    /// The gateway holding a credential (by its SHA-256), whatever its state.
-    pub async fn gateway_by_credential(
-        &self,
-        credential_sha256: &str,
-    ) -> Result<Option<GatewayRecord>> {
-        let sql = format!("SELECT {GATEWAY_COLUMNS} FROM gateways WHERE credential_sha256 = $1");
+    /// The gateway whose current certificate has this SHA-256 (of its DER), whatever its state.
+    pub async fn gateway_by_certificate(&self, cert_sha256: &str) -> Result<Option<GatewayRecord>> {
+        let sql = format!("SELECT {GATEWAY_COLUMNS} FROM gateways WHERE cert_sha256 = $1");
         sqlx::query(&sql)
-            .bind(credential_sha256)
+            .bind(cert_sha256)
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -311,7 +336,7 @@ impl Store {
         Ok(true)
     }
 
-    /// Revokes a gateway (its credential is refused from now on), appending `event`. Returns
+    /// Revokes a gateway (its certificate is refused from now on), appending `event`. Returns
     /// `false` when there is no such gateway or it was removed already.
     pub async fn remove_gateway(&self, name: &str, event: &NewAuditEvent) -> Result<bool> {
         let mut tx = self.begin_write().await?;

@@ -16,6 +16,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
+mod ca;
 mod chain;
 mod connect;
 mod gateways;
@@ -26,7 +27,8 @@ mod rows;
 mod slots;
 mod sql;
 
-pub use gateways::{GatewayRecord, JoinOutcome, JoinTokenRecord};
+pub use ca::StoredCa;
+pub use gateways::{GatewayCertificate, GatewayRecord, JoinOutcome, JoinTokenRecord};
 pub use handoffs::{
     HandoffAcceptOutcome, HandoffAcceptance, HandoffFilter, HandoffRecord, HandoffRequestOutcome,
     NewHandoff,

@@ -45,6 +45,11 @@ const SQLITE: &[Migration] = &[
         name: "gateway_event_journals",
         sql: include_str!("../migrations/sqlite/0006_gateway_event_journals.sql"),
     },
+    Migration {
+        version: 7,
+        name: "control_ca",
+        sql: include_str!("../migrations/sqlite/0007_control_ca.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -77,6 +82,11 @@ const POSTGRES: &[Migration] = &[
         version: 6,
         name: "gateway_event_journals",
         sql: include_str!("../migrations/postgres/0006_gateway_event_journals.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "control_ca",
+        sql: include_str!("../migrations/postgres/0007_control_ca.sql"),
     },
 ];
 

@@ -181,6 +181,8 @@ both_engines!(
     concurrent_handoff_accepts_have_one_winner,
     handoffs_need_a_live_session_and_end_with_it,
     join_tokens_are_single_use_and_expire,
+    a_join_that_cannot_be_certified_spends_nothing,
+    replicas_share_the_first_stored_ca,
     racing_joins_with_one_token_have_one_winner,
     a_gateway_is_lost_once_and_comes_back,
     journal_events_apply_once_and_positions_only_advance,
@@ -2248,6 +2250,19 @@ fn join_token(sha: &str, expires_ms: i64) -> JoinTokenRecord {
     }
 }
 
+/// A `certify` callback issuing a "certificate" whose SHA-256 is `sha`.
+fn cert(
+    sha: &str,
+) -> impl FnOnce(&str) -> Result<wg_store::GatewayCertificate, String> + Send + use<> {
+    let sha = sha.to_owned();
+    move |_name| {
+        Ok(wg_store::GatewayCertificate {
+            sha256: sha,
+            expires_ms: 99_000,
+        })
+    }
+}
+
 fn joined_event(g: &wg_store::GatewayRecord) -> NewAuditEvent {
     NewAuditEvent::new(kinds::GATEWAY_JOINED).actor(format!("gateway:{}", g.name))
 }
@@ -2264,7 +2279,14 @@ async fn join_tokens_are_single_use_and_expire(db: &TestDb) {
         .await
         .unwrap();
     let first = store
-        .join_gateway("t1", "c1", "10.0.0.1:2222", "0.1.0", 5_000, joined_event)
+        .join_gateway(
+            "t1",
+            "10.0.0.1:2222",
+            "0.1.0",
+            5_000,
+            cert("c1"),
+            joined_event,
+        )
         .await
         .unwrap();
     let JoinOutcome::Joined(g) = first else {
@@ -2273,23 +2295,25 @@ async fn join_tokens_are_single_use_and_expire(db: &TestDb) {
     assert_eq!((g.name.as_str(), g.state.as_str()), ("gw-us-1", "live"));
     // Reuse, unknown token, expiry: refused, nothing created.
     let again = store
-        .join_gateway("t1", "c9", "x", "0.1.0", 5_000, joined_event)
+        .join_gateway("t1", "x", "0.1.0", 5_000, cert("c9"), joined_event)
         .await
         .unwrap();
     assert_eq!(again, JoinOutcome::Used);
     let unknown = store
-        .join_gateway("nope", "c9", "x", "0.1.0", 5_000, joined_event)
+        .join_gateway("nope", "x", "0.1.0", 5_000, cert("c9"), joined_event)
         .await
         .unwrap();
     assert_eq!(unknown, JoinOutcome::Unknown);
     let late = store
-        .join_gateway("t2", "c9", "x", "0.1.0", 10_000, joined_event)
+        .join_gateway("t2", "x", "0.1.0", 10_000, cert("c9"), joined_event)
         .await
         .unwrap();
     assert_eq!(late, JoinOutcome::Expired);
     assert_eq!(store.list_gateways().await.unwrap().len(), 1);
-    let by_cred = store.gateway_by_credential("c1").await.unwrap().unwrap();
-    assert_eq!(by_cred.name, "gw-us-1");
+    let by_cert = store.gateway_by_certificate("c1").await.unwrap().unwrap();
+    assert_eq!(by_cert.name, "gw-us-1");
+    assert_eq!(by_cert.cert_expires_ms, Some(99_000));
+    assert!(store.gateway_by_certificate("c9").await.unwrap().is_none());
     let tokens = store.list_join_tokens().await.unwrap();
     assert_eq!(
         tokens
@@ -2300,6 +2324,56 @@ async fn join_tokens_are_single_use_and_expire(db: &TestDb) {
             .as_deref(),
         Some("gw-us-1")
     );
+}
+
+async fn a_join_that_cannot_be_certified_spends_nothing(db: &TestDb) {
+    let store = db.store().await;
+    let created = NewAuditEvent::new(kinds::GATEWAY_TOKEN_CREATED).actor("admin@local");
+    store
+        .create_join_token(&join_token("t1", 10_000), &created)
+        .await
+        .unwrap();
+    let failed = store
+        .join_gateway(
+            "t1",
+            "a",
+            "v",
+            5_000,
+            |name: &str| Err(format!("cannot certify {name}")),
+            joined_event,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        failed,
+        JoinOutcome::NotCertified("cannot certify gw-us-1".into())
+    );
+    assert!(store.list_gateways().await.unwrap().is_empty());
+    // The token is still unused: the next attempt joins.
+    let again = store
+        .join_gateway("t1", "a", "v", 5_000, cert("c1"), joined_event)
+        .await
+        .unwrap();
+    assert!(matches!(again, JoinOutcome::Joined(_)), "{again:?}");
+}
+
+async fn replicas_share_the_first_stored_ca(db: &TestDb) {
+    let (a, b) = (db.store().await, db.store().await);
+    assert!(a.control_ca().await.unwrap().is_none());
+    let ca = |n: u8| wg_store::StoredCa {
+        cert_pem: format!("cert {n}"),
+        key_nonce: vec![n; 12],
+        key_sealed: vec![n; 40],
+        created_ms: i64::from(n),
+    };
+    let (one, two) = (ca(1), ca(2));
+    let (x, y) = tokio::join!(a.init_control_ca(&one), b.init_control_ca(&two));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x, y);
+    assert!(x == ca(1) || x == ca(2));
+    // Later starts keep it.
+    assert_eq!(a.init_control_ca(&ca(3)).await.unwrap(), x);
+    assert_eq!(b.control_ca().await.unwrap(), Some(x));
 }
 
 async fn racing_joins_with_one_token_have_one_winner(db: &TestDb) {
@@ -2317,7 +2391,14 @@ async fn racing_joins_with_one_token_have_one_winner(db: &TestDb) {
         let store = replicas[i % 2].clone();
         tasks.push(tokio::spawn(async move {
             store
-                .join_gateway("race", &format!("cred{i}"), "a", "v", 5_000, joined_event)
+                .join_gateway(
+                    "race",
+                    "a",
+                    "v",
+                    5_000,
+                    cert(&format!("cred{i}")),
+                    joined_event,
+                )
                 .await
         }));
     }
@@ -2345,7 +2426,7 @@ async fn a_gateway_is_lost_once_and_comes_back(db: &TestDb) {
         .await
         .unwrap();
     store
-        .join_gateway("t", "c", "a", "v", 5_000, joined_event)
+        .join_gateway("t", "a", "v", 5_000, cert("c"), joined_event)
         .await
         .unwrap();
     let lost = || NewAuditEvent::new(kinds::GATEWAY_LOST).actor("system:lease");

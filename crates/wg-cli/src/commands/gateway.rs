@@ -30,8 +30,9 @@ pub(super) async fn run(client: &ApiClient, cmd: GatewayCmd) -> Result<u8, CliEr
                 ShowFormat::Text => {
                     emit(&format!("{}\n", created.token))?;
                     eprintln!(
-                        "wgctl: join token for pool {} (one use, until {}); it is shown only this once",
-                        created.pool, created.expires_at
+                        "wgctl: join token for pool {} (one use, until {}); it is shown only this once.\n\
+                         wgctl: it pins the control plane's CA (sha256 {}): the gateway refuses any other",
+                        created.pool, created.expires_at, created.ca_sha256
                     );
                 }
                 ShowFormat::Json => emit(&render::json(&created)?)?,
@@ -48,7 +49,7 @@ pub(super) async fn run(client: &ApiClient, cmd: GatewayCmd) -> Result<u8, CliEr
         GatewayCmd::Remove(args) => {
             client.delete(&api_path(&["gateways", &args.name])).await?;
             emit(&format!(
-                "gateway {} removed: its credential is refused from now on\n",
+                "gateway {} removed: its certificate is refused from now on\n",
                 args.name
             ))?;
         }

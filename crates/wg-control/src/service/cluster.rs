@@ -1,8 +1,11 @@
 //! Standalone gateways (issue #3): join tokens, gateway identities, heartbeats and the lease.
 //!
-//! - `wgctl gateway token create --pool us [--ttl 1h]` makes a one-time join token (only its
-//!   SHA-256 is stored). A gateway redeems it once ([`ControlPlane::join_gateway`]) and gets its
-//!   name (`gw-us-1`) and a credential, which it presents on every later call.
+//! - `wgctl gateway token create --pool us [--ttl 1h]` makes a one-time join token
+//!   `wgj_SECRET.CA_PIN` (only the SHA-256 of `wgj_SECRET` is stored; `CA_PIN` is the SHA-256 of
+//!   the CA certificate, with which the gateway authenticates the control plane). A gateway
+//!   redeems it once ([`ControlPlane::join_gateway`]) with a public key whose private half never
+//!   leaves it, and gets its name (`gw-us-1`) and a client certificate from the CA (see
+//!   [`crate::ca`]), with which it connects over mutual TLS from then on.
 //! - Every heartbeat renews the gateway's lease in the store (so any control-plane replica sees
 //!   it). A gateway silent for longer than the lease (default 15 s) is declared lost by the
 //!   sweeper — a compare-and-set on its last heartbeat, so one replica wins — with a
@@ -10,7 +13,8 @@
 //!   partial, concurrency slots freed).
 //! - A lost gateway that comes back is live again; its heartbeat answer names the sessions the
 //!   control plane closed meanwhile, and the gateway severs them: nothing is resurrected.
-//! - `wgctl gateway remove NAME` revokes the credential and cuts the gateway's stream.
+//! - `wgctl gateway remove NAME` refuses the gateway's certificate from then on and cuts its
+//!   stream.
 
 use std::time::Duration;
 
@@ -25,9 +29,31 @@ use wg_store::{GatewayRecord, JoinOutcome, JoinTokenRecord};
 
 use super::*;
 use crate::ControlError;
+use crate::ca::{CA_KEY_PATH, ClusterCa, GatewayPublicKey};
 
 /// The default gateway lease.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+
+/// What a gateway receives when it joins.
+#[derive(Clone, Debug)]
+pub struct JoinedGateway {
+    /// Its name, e.g. `gw-us-1`.
+    pub name: String,
+    /// Its pool.
+    pub pool: String,
+    /// Its client certificate (PEM).
+    pub certificate_pem: String,
+    /// When the certificate expires (Unix milliseconds).
+    pub certificate_expires_ms: i64,
+    /// The CA certificate (PEM).
+    pub ca_pem: String,
+}
+
+/// The secret part of a join token `wgj_SECRET.CA_PIN` (what is hashed and stored).
+fn token_secret(token: &str) -> &str {
+    let token = token.trim();
+    token.split_once('.').map_or(token, |(secret, _)| secret)
+}
 
 /// Longest join-token lifetime.
 const MAX_JOIN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -70,13 +96,15 @@ impl ControlPlane {
                 "the join token's TTL must be between 1 s and 7 days",
             ));
         }
-        let token = format!(
+        let ca = self.cluster_ca().await?;
+        let secret = format!(
             "wgj_{}",
             wg_domain::ids::random_hex(24).map_err(|e| ControlError::internal(e.to_string()))?
         );
+        let token = format!("{secret}.{}", ca.pin());
         let now = now_millis();
         let rec = JoinTokenRecord {
-            token_sha256: sha256_hex(&token),
+            token_sha256: sha256_hex(&secret),
             pool: pool.to_owned(),
             created_by: by.to_owned(),
             created_ms: now,
@@ -92,6 +120,7 @@ impl ControlPlane {
             token,
             pool: pool.to_owned(),
             expires_at: rfc3339(rec.expires_ms),
+            ca_sha256: ca.pin().to_owned(),
         })
     }
 
@@ -123,37 +152,48 @@ impl ControlPlane {
             .collect())
     }
 
-    /// Redeems a join token: creates the gateway and returns `(name, pool, credential)`.
+    /// Redeems a join token: creates the gateway and issues its client certificate for
+    /// `public_key` (an ECDSA P-256 SubjectPublicKeyInfo, DER).
     ///
     /// # Errors
-    /// `unauthorized` for an unknown, used or expired token (each said plainly); store failures.
+    /// `unauthorized` for an unknown, used or expired token (each said plainly); `bad_request`
+    /// for an unusable public key; store failures.
     pub async fn join_gateway(
         &self,
         token: &str,
+        public_key: &[u8],
         address: &str,
         version: &str,
-    ) -> Result<(String, String, String), ControlError> {
-        let credential = format!(
-            "wgg_{}",
-            wg_domain::ids::random_hex(32).map_err(|e| ControlError::internal(e.to_string()))?
-        );
+    ) -> Result<JoinedGateway, ControlError> {
+        let key = GatewayPublicKey::from_spki_der(public_key)?;
+        let ca = self.cluster_ca().await?;
         // A racing join may take the same gw-POOL-N first: try again with the next number.
         for _ in 0..5 {
+            let mut issued = None;
             let joined = self
                 .inner
                 .store
                 .join_gateway(
-                    &sha256_hex(token.trim()),
-                    &sha256_hex(&credential),
+                    &sha256_hex(token_secret(token)),
                     address,
                     version,
                     now_millis(),
+                    |name| {
+                        let cert = ca.issue_gateway(name, &key).map_err(|e| e.to_string())?;
+                        let stored = wg_store::GatewayCertificate {
+                            sha256: cert.sha256.clone(),
+                            expires_ms: cert.expires_ms,
+                        };
+                        issued = Some(cert);
+                        Ok(stored)
+                    },
                     |g| {
                         NewAuditEvent::new(kinds::GATEWAY_JOINED)
                             .actor(format!("gateway:{}", g.name))
                             .details(json!({
                                 "pool": g.pool, "address": g.address, "version": g.version,
                                 "join": true,
+                                "certificate_expires": g.cert_expires_ms.map(rfc3339),
                             }))
                     },
                 )
@@ -165,10 +205,28 @@ impl ControlPlane {
                 ))
             };
             match joined {
-                Ok(JoinOutcome::Joined(g)) => return Ok((g.name, g.pool, credential)),
+                Ok(JoinOutcome::Joined(g)) => {
+                    let Some(cert) = issued else {
+                        return Err(ControlError::internal(
+                            "the gateway joined without a certificate",
+                        ));
+                    };
+                    return Ok(JoinedGateway {
+                        name: g.name,
+                        pool: g.pool,
+                        certificate_pem: cert.pem,
+                        certificate_expires_ms: cert.expires_ms,
+                        ca_pem: ca.cert_pem().to_owned(),
+                    });
+                }
                 Ok(JoinOutcome::Unknown) => return refused("unknown token"),
                 Ok(JoinOutcome::Used) => return refused("the token was used already"),
                 Ok(JoinOutcome::Expired) => return refused("the token expired"),
+                Ok(JoinOutcome::NotCertified(e)) => {
+                    return Err(ControlError::internal(format!(
+                        "cannot issue the gateway's certificate: {e}"
+                    )));
+                }
                 Err(e) if e.is_unique_violation() => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -178,20 +236,68 @@ impl ControlPlane {
         ))
     }
 
-    /// The gateway that holds `credential`, unless it was removed.
+    /// The gateway whose current certificate is `cert_der` (whatever its state: the caller
+    /// refuses a removed one, saying so).
     ///
     /// # Errors
     /// Store failures.
-    pub async fn gateway_for_credential(
+    pub async fn gateway_for_certificate(
         &self,
-        credential: &str,
+        cert_der: &[u8],
     ) -> Result<Option<GatewayRecord>, ControlError> {
         Ok(self
             .inner
             .store
-            .gateway_by_credential(&sha256_hex(credential))
-            .await?
-            .filter(|g| g.state != "removed"))
+            .gateway_by_certificate(&crate::ca::sha256_hex(cert_der))
+            .await?)
+    }
+
+    /// The control plane's CA: loaded from the store, or created and stored by the first replica
+    /// to start (insert-if-absent, then read back, so that racing replicas all use the one that
+    /// was stored). Its private key is sealed by the vault.
+    ///
+    /// # Errors
+    /// Store failures; `internal` when the stored CA does not open under this master key.
+    pub async fn cluster_ca(&self) -> Result<Arc<ClusterCa>, ControlError> {
+        self.inner
+            .ca
+            .get_or_try_init(|| self.load_or_create_ca())
+            .await
+            .cloned()
+    }
+
+    async fn load_or_create_ca(&self) -> Result<Arc<ClusterCa>, ControlError> {
+        let store = &self.inner.store;
+        let stored = match store.control_ca().await? {
+            Some(s) => s,
+            None => {
+                let (ca, key_pem) = ClusterCa::generate()?;
+                let (nonce, sealed) = self.inner.vault.seal(CA_KEY_PATH, key_pem.as_bytes())?;
+                let stored = store
+                    .init_control_ca(&wg_store::StoredCa {
+                        cert_pem: ca.cert_pem().to_owned(),
+                        key_nonce: nonce,
+                        key_sealed: sealed,
+                        created_ms: now_millis(),
+                    })
+                    .await?;
+                if stored.cert_pem == ca.cert_pem() {
+                    tracing::info!(ca_sha256 = %ca.pin(), "created the control plane's CA");
+                    return Ok(Arc::new(ca));
+                }
+                // Another replica stored its CA first: use that one.
+                stored
+            }
+        };
+        let key =
+            self.inner
+                .vault
+                .open_bytes(CA_KEY_PATH, &stored.key_nonce, &stored.key_sealed)?;
+        let key = zeroize::Zeroizing::new(
+            String::from_utf8(key.to_vec())
+                .map_err(|_| ControlError::internal("the stored CA key is not PEM text"))?,
+        );
+        Ok(Arc::new(ClusterCa::load(&stored.cert_pem, &key)?))
     }
 
     /// Renews a gateway's lease; returns which of `live` the control plane has closed (the
@@ -299,7 +405,8 @@ impl ControlPlane {
         })
     }
 
-    /// Revokes a gateway: its credential is refused from now on and its command stream is cut.
+    /// Revokes a gateway: its certificate is refused from now on and its command stream (on this
+    /// replica) is cut.
     /// Its sessions are left to the lease (they end as `gateway_lost` unless it was already
     /// stopped).
     ///

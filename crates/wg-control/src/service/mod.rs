@@ -34,7 +34,7 @@ use wg_domain::time::{UnixMillis, now_millis, rfc3339};
 use wg_proto::v1::gateway_command;
 use wg_store::{AuditFilter, SealedSecret, SessionFilter, SessionPatch, SessionRecord, Store};
 
-pub use cluster::DEFAULT_LEASE;
+pub use cluster::{DEFAULT_LEASE, JoinedGateway};
 
 use crate::ControlError;
 use crate::gateways::GatewayRegistry;
@@ -188,6 +188,8 @@ struct Inner {
     vault: Vault,
     gateways: GatewayRegistry,
     config: ControlConfig,
+    /// The CA, loaded (or created) on first use: [`ControlPlane::cluster_ca`].
+    ca: tokio::sync::OnceCell<Arc<crate::ca::ClusterCa>>,
 }
 
 /// The principal of the bootstrap administrator.
@@ -208,6 +210,7 @@ impl ControlPlane {
                 vault,
                 gateways: GatewayRegistry::default(),
                 config,
+                ca: tokio::sync::OnceCell::new(),
             }),
         }
     }
