@@ -355,6 +355,17 @@ fn gateways_join_once_and_a_lost_gateway_frees_its_sessions() {
     );
     let _ = held.kill();
     let _ = held.wait();
+    // Gateway A never comes back: its recording stays unsealed until the operator removes it,
+    // which seals what reached the disk as partial.
+    assert!(
+        cp.json(&["session", "show", &id])["recording"]["sha256"].is_null(),
+        "a lost gateway's recording is not sealed behind its back"
+    );
+    cp.wgctl_ok(&["gateway", "remove", "gw-us-1"]);
+    let view = cp.json(&["session", "show", &id]);
+    assert_eq!(view["recording"]["status"], "partial", "{view}");
+    let verify = cp.wgctl_ok(&["recording", "verify", &id]);
+    assert!(verify.contains(" OK "), "{verify}");
 
     // A gateway whose certificate comes from another control plane's CA gets nothing from this
     // one: it joins another control plane, then is pointed at this one (trusting this CA).
@@ -519,6 +530,24 @@ fn a_returning_lost_gateway_severs_what_was_closed() {
             .unwrap()
             .is_empty()
     );
+    // The recording was left for the stalled gateway to finish (it was still writing): sealed
+    // by it when it severed the session, the seal recorded late, and the files verify against it.
+    wait_until("the late seal", Duration::from_secs(10), || {
+        cp.json(&["session", "show", &id])["recording"]["sha256"].is_string()
+    });
+    let view = cp.json(&["session", "show", &id]);
+    assert_eq!(view["recording"]["status"], "sealed", "{view}");
+    let verify = cp.wgctl_ok(&["recording", "verify", &id]);
+    assert!(verify.contains(" OK "), "{verify}");
+    let sealed = cp.json(&[
+        "audit",
+        "list",
+        "--session",
+        &id,
+        "--kind",
+        "recording.sealed",
+    ]);
+    assert_eq!(sealed["events"].as_array().unwrap().len(), 1, "{sealed}");
 }
 
 /// The rig's fixture and the target credential on a standalone control plane.

@@ -32,15 +32,18 @@ fn a_target_whose_host_key_differs_from_the_pinned_key_is_refused() {
         read(&rig.sshd_log).matches("Accepted publickey").count(),
         before
     );
-    let closed = rig.wgctl_json(&[
-        "session",
-        "list",
-        "--state",
-        "closed",
-        "--target",
-        "dev1-wrongkey",
-    ]);
-    assert_eq!(closed["sessions"][0]["end_reason"], "target_error");
+    // The gateway's report travels through its event journal: it lands within moments.
+    wait_until("the refused session closed", Duration::from_secs(5), || {
+        let closed = rig.wgctl_json(&[
+            "session",
+            "list",
+            "--state",
+            "closed",
+            "--target",
+            "dev1-wrongkey",
+        ]);
+        closed["sessions"][0]["end_reason"] == "target_error"
+    });
 }
 
 #[test]

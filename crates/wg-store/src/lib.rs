@@ -796,6 +796,56 @@ impl Store {
         Ok(changed > 0)
     }
 
+    /// Records the seal of a closed session's recording that was closed without one (its
+    /// gateway was lost while the recording was still being written): sets the recording's
+    /// status, chunks, bytes and SHA-256 and appends `audit` in one transaction. Returns
+    /// `Ok(false)` (and changes nothing) unless the session is closed and still unsealed, so a
+    /// seal is never replaced.
+    pub async fn seal_closed_recording(
+        &self,
+        id: SessionId,
+        patch: &SessionPatch,
+        audit: &[NewAuditEvent],
+    ) -> Result<bool> {
+        let mut args = Args::default();
+        let sets = patch_assignments(patch, &mut args)?;
+        if sets.is_empty() {
+            return Ok(false);
+        }
+        let sql = format!(
+            "UPDATE sessions SET {} WHERE id = {} AND state = {} AND recording_sha256 IS NULL",
+            sets.join(", "),
+            args.push(id.to_string()),
+            args.push(SessionState::Closed.as_str())
+        );
+        let mut tx = self.begin_write().await?;
+        if args.bind(&sql).execute(&mut *tx).await?.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for event in audit {
+            append_in(&mut tx, &self.chain, event).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Closed sessions of `gateway` with a full recording that has no seal yet (closed as
+    /// `gateway_lost` while the gateway might still have been writing), oldest first.
+    pub async fn unsealed_closed_recordings(&self, gateway: &str) -> Result<Vec<SessionRecord>> {
+        let sql = format!(
+            "SELECT {} FROM sessions WHERE gateway = $1 AND state = $2 AND recording_mode = 'full' \
+             AND recording_sha256 IS NULL ORDER BY created_ms, id",
+            SESSION_COLUMNS.join(", ")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(gateway)
+            .bind(SessionState::Closed.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
     // ---- audit ----
 
     /// Appends one event to the chain; returns it with `seq`, `time_ms`, `prev` and `hash`.

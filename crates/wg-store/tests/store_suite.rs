@@ -186,6 +186,7 @@ both_engines!(
     racing_joins_with_one_token_have_one_winner,
     a_gateway_is_lost_once_and_comes_back,
     journal_events_apply_once_and_positions_only_advance,
+    a_late_seal_is_recorded_once_and_only_for_a_closed_session,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2532,5 +2533,80 @@ async fn journal_events_apply_once_and_positions_only_advance(db: &TestDb) {
             .advance_journal("gw-us-1", "j1", u64::MAX)
             .await
             .is_err()
+    );
+}
+
+async fn a_late_seal_is_recorded_once_and_only_for_a_closed_session(db: &TestDb) {
+    let store = db.store().await;
+    let mut r = session(1_000, "alice@corp", "web-01");
+    r.gateway = "gw-us-1".to_owned();
+    r.recording_mode = "full".to_owned();
+    store.insert_session(&r, None).await.unwrap();
+    let seal = |sha: &str| SessionPatch {
+        recording_status: Some("sealed".to_owned()),
+        recording_chunks: Some(2),
+        recording_bytes: Some(10),
+        recording_sha256: Some(sha.to_owned()),
+        ..SessionPatch::default()
+    };
+    let event = || NewAuditEvent::new(kinds::RECORDING_SEALED).actor("alice@corp");
+    // A live session's recording is its gateway's to seal, through the close.
+    assert!(
+        !store
+            .seal_closed_recording(r.id, &seal("aa"), &[event()])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .unsealed_closed_recordings("gw-us-1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .transition_session(
+            r.id,
+            SessionState::Requested,
+            SessionState::Closed,
+            &SessionPatch::default(),
+            &[],
+        )
+        .await
+        .unwrap();
+    let unsealed = store.unsealed_closed_recordings("gw-us-1").await.unwrap();
+    assert_eq!(
+        unsealed.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![r.id]
+    );
+    assert!(
+        store
+            .seal_closed_recording(r.id, &seal("aa"), &[event()])
+            .await
+            .unwrap()
+    );
+    // A recorded seal is never replaced.
+    assert!(
+        !store
+            .seal_closed_recording(r.id, &seal("bb"), &[event()])
+            .await
+            .unwrap()
+    );
+    let got = store.get_session(r.id).await.unwrap().unwrap();
+    assert_eq!(got.recording_sha256.as_deref(), Some("aa"));
+    assert!(
+        store
+            .unsealed_closed_recordings("gw-us-1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let events = all_audit(&store).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind == kinds::RECORDING_SEALED)
+            .count(),
+        1
     );
 }

@@ -376,7 +376,9 @@ impl ControlPlane {
             {
                 continue;
             }
-            let n = self.reconcile_gateway_restart(&g.name).await?;
+            // Its process may only be stalled and still writing: recordings stay unsealed
+            // until it comes back (and seals them) or restarts.
+            let n = self.close_gateway_sessions(&g.name, false).await?;
             tracing::warn!(gateway = %g.name, sessions = n, "gateway lost: its sessions were closed");
             lost.push(g.name);
         }
@@ -422,6 +424,15 @@ impl ControlPlane {
             )));
         }
         self.inner.gateways.kick(name);
+        // It will never report again: what it left unsealed is sealed as partial now.
+        let sealed = self.seal_lost_recordings(name).await?;
+        if sealed > 0 {
+            tracing::warn!(
+                gateway = name,
+                recordings = sealed,
+                "sealed a removed gateway's recordings as partial"
+            );
+        }
         Ok(())
     }
 

@@ -40,6 +40,16 @@ impl ControlPlane {
                     format!("session {id} belongs to gateway {}", cur.gateway),
                 ));
             }
+            // A lost gateway came back and severed a session the control plane closed while it
+            // could not hear from it: the recording it has just sealed is the session's.
+            if cur.state == SessionState::Closed
+                && to == SessionState::Closed
+                && cur.recording_sha256.is_none()
+                && let Some(seal) = &report.recording
+            {
+                self.record_late_seal(&cur, seal).await?;
+                return Ok(());
+            }
             // Already there, or a `closing` overtaken by the close itself (a terminate closes
             // the session from the gateway's outcome, before the gateway's own reports arrive).
             if cur.state == to || (cur.state == SessionState::Closed && to == SessionState::Closing)
@@ -230,15 +240,31 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Closes every session that `gateway` left open when it stopped: a gateway that (re)starts
-    /// holds no live session, so none of them can still be running. Each spooled recording is
-    /// sealed as `partial` (never silently dropped), and each session is closed with reason
-    /// `gateway_lost` through the state machine, with its audit events. Returns how many sessions
-    /// were closed.
+    /// Closes every session that `gateway` left open when its process stopped: a gateway that
+    /// (re)starts holds no live session, so none of them can still be running. Recordings its
+    /// previous process left unsealed — of these sessions, and of sessions closed earlier while
+    /// it was lost — are sealed as `partial` (never silently dropped); each session is closed
+    /// with reason `gateway_lost` through the state machine, with its audit events. Returns how
+    /// many sessions were closed.
     ///
     /// # Errors
     /// Store failures.
     pub async fn reconcile_gateway_restart(&self, gateway: &str) -> Result<usize, ControlError> {
+        let closed = self.close_gateway_sessions(gateway, true).await?;
+        self.seal_lost_recordings(gateway).await?;
+        Ok(closed)
+    }
+
+    /// Closes `gateway`'s open sessions as `gateway_lost`. With `seal`, their recordings are
+    /// sealed as `partial` first — only when the gateway's process is known to be gone (it
+    /// restarted): a gateway that missed its lease may merely be stalled and still writing, so
+    /// its recordings are left for it to seal when it comes back (or for
+    /// [`ControlPlane::seal_lost_recordings`] once it restarts or is removed).
+    pub(super) async fn close_gateway_sessions(
+        &self,
+        gateway: &str,
+        seal: bool,
+    ) -> Result<usize, ControlError> {
         let open = self
             .inner
             .store
@@ -250,27 +276,11 @@ impl ControlPlane {
             .await?;
         let mut closed = 0;
         for r in open {
-            let mut seal = None;
-            if r.recording_mode == "full" {
-                let root = self.inner.config.recordings_root.clone();
-                let sid = r.id.to_string();
-                match tokio::task::spawn_blocking(move || wg_recording::seal_partial(&root, &sid))
-                    .await
-                {
-                    Ok(Ok(s)) => {
-                        seal = Some(SealInfo {
-                            chunks: s.chunks,
-                            bytes: s.bytes,
-                            sha256: s.sha256,
-                            status: s.status.as_str().to_owned(),
-                        })
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(session = %r.id, error = %e, "no recording to seal for a lost session")
-                    }
-                    Err(e) => tracing::error!(session = %r.id, error = %e, "sealing task failed"),
-                }
-            }
+            let seal = if seal && r.recording_mode == "full" {
+                self.seal_partial(r.id).await
+            } else {
+                None
+            };
             let report = Report {
                 session: r.id.to_string(),
                 state: SessionState::Closed.as_str().to_owned(),
@@ -291,6 +301,74 @@ impl ControlPlane {
             }
         }
         Ok(closed)
+    }
+
+    /// Seals as `partial` the recordings of `gateway`'s sessions that were closed while it was
+    /// lost and that it never sealed (its process is gone: it restarted, or was removed), and
+    /// records each seal. Returns how many were sealed.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn seal_lost_recordings(&self, gateway: &str) -> Result<usize, ControlError> {
+        let mut sealed = 0;
+        for r in self.inner.store.unsealed_closed_recordings(gateway).await? {
+            if let Some(seal) = self.seal_partial(r.id).await {
+                self.record_late_seal(&r, &seal).await?;
+                sealed += 1;
+            }
+        }
+        Ok(sealed)
+    }
+
+    /// Seals the recording files of a session whose writer is gone as `partial`; `None` (logged)
+    /// when there is nothing to seal or the files are damaged.
+    async fn seal_partial(&self, id: SessionId) -> Option<SealInfo> {
+        let root = self.inner.config.recordings_root.clone();
+        let sid = id.to_string();
+        match tokio::task::spawn_blocking(move || wg_recording::seal_partial(&root, &sid)).await {
+            Ok(Ok(s)) => Some(SealInfo {
+                chunks: s.chunks,
+                bytes: s.bytes,
+                sha256: s.sha256,
+                status: s.status.as_str().to_owned(),
+            }),
+            Ok(Err(e)) => {
+                tracing::warn!(session = %id, error = %e, "no recording to seal for a lost session");
+                None
+            }
+            Err(e) => {
+                tracing::error!(session = %id, error = %e, "sealing task failed");
+                None
+            }
+        }
+    }
+
+    /// Records the seal of a closed session's recording that was closed unsealed, with its
+    /// `recording.sealed` event (once: a recorded seal is never replaced).
+    async fn record_late_seal(
+        &self,
+        cur: &SessionRecord,
+        seal: &SealInfo,
+    ) -> Result<(), ControlError> {
+        let patch = SessionPatch {
+            recording_status: Some(seal.status.clone()),
+            recording_chunks: Some(seal.chunks),
+            recording_bytes: Some(seal.bytes),
+            recording_sha256: Some(seal.sha256.clone()),
+            ..Default::default()
+        };
+        let event = NewAuditEvent::new(kinds::RECORDING_SEALED)
+            .actor(cur.actor.clone())
+            .session(cur.id)
+            .details(json!({
+                "chunks": seal.chunks, "bytes": seal.bytes,
+                "sha256": seal.sha256, "status": seal.status,
+            }));
+        self.inner
+            .store
+            .seal_closed_recording(cur.id, &patch, &[event])
+            .await?;
+        Ok(())
     }
 
     /// Builds the audit event a gateway decided on its own for one of its sessions. Only the
