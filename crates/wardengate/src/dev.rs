@@ -48,11 +48,12 @@ pub(crate) struct DevArgs {
 }
 
 /// Runs until Ctrl-C / SIGTERM.
-pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let dir = &args.data_dir;
-    create_private_dir(dir)?;
-    // One process per data directory: a second one would close the first one's live sessions
-    // as lost and fight over its recordings.
+/// Takes the exclusive lock of a data directory (`DIR/wardengate.lock`, held until the returned
+/// file is dropped), so that two processes never run on one directory.
+///
+/// # Errors
+/// Another process holds it, or the lock file cannot be opened.
+pub(crate) fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     let lock_path = dir.join("wardengate.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -61,16 +62,24 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         .open(&lock_path)
         .with_context(|| format!("opening {}", lock_path.display()))?;
     match lock.try_lock() {
-        Ok(()) => {}
+        Ok(()) => Ok(lock),
         Err(std::fs::TryLockError::WouldBlock) => bail!(
             "another wardengate is already running on {} (lock {})",
             dir.display(),
             lock_path.display()
         ),
         Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("locking {}", lock_path.display()));
+            Err(e).with_context(|| format!("locking {}", lock_path.display()))
         }
     }
+}
+
+pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let dir = &args.data_dir;
+    create_private_dir(dir)?;
+    // One process per data directory: a second one would close the first one's live sessions
+    // as lost and fight over its recordings.
+    let _lock = lock_data_dir(dir)?;
     let store_url = format!("sqlite://{}", dir.join("wardengate.db").display());
     let store = Store::connect(&store_url)
         .await

@@ -107,6 +107,19 @@ fn default_journal_max_bytes() -> u64 {
     wg_gateway::journal::DEFAULT_MAX_BYTES
 }
 
+/// Refuses a duration setting outside `[min, max]`, naming the key.
+fn check_range(key: &str, value: Duration, min: Duration, max: Duration) -> anyhow::Result<()> {
+    if value < min || value > max {
+        bail!(
+            "{key}: {} is out of range ({} to {})",
+            humantime::format_duration(value),
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        );
+    }
+    Ok(())
+}
+
 fn default_ssh_addr() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 2222))
 }
@@ -245,6 +258,12 @@ pub(crate) async fn run_control(args: ConfigArgs) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     let lease = cfg.gateway_lease.unwrap_or(wg_control::DEFAULT_LEASE);
+    check_range(
+        "gatewayLease",
+        lease,
+        Duration::from_secs(3),
+        Duration::from_secs(600),
+    )?;
     let renewal = tls.spawn_renewal(shutdown.clone());
     let served = crate::dev::serve_control(
         control.clone(),
@@ -281,7 +300,17 @@ pub(crate) async fn run_gateway(args: ConfigArgs) -> anyhow::Result<()> {
     if cfg.control_urls.is_empty() {
         bail!("controlUrls must name at least one control plane");
     }
+    let heartbeat = cfg.heartbeat_interval.unwrap_or(Duration::from_secs(3));
+    check_range(
+        "heartbeatInterval",
+        heartbeat,
+        Duration::from_millis(500),
+        Duration::from_secs(60),
+    )?;
     crate::dev::create_private_dir(&cfg.data_dir)?;
+    // One gateway per data directory: a second one would take the same identity (the control
+    // plane would take it for a restart and close the first one's sessions) and journal.
+    let _lock = crate::dev::lock_data_dir(&cfg.data_dir)?;
     std::fs::create_dir_all(&cfg.recordings_dir).context("creating the recording spool")?;
     let identity_path = cfg.data_dir.join("identity.json");
     let identity: Identity = if identity_path.exists() {
@@ -329,7 +358,7 @@ pub(crate) async fn run_gateway(args: ConfigArgs) -> anyhow::Result<()> {
             control_auth: wg_gateway::ControlAuth::Mtls(std::sync::Arc::new(tls)),
             progress_interval: Duration::from_secs(1),
             max_active: (cfg.max_active > 0).then_some(cfg.max_active),
-            heartbeat_interval: Some(cfg.heartbeat_interval.unwrap_or(Duration::from_secs(3))),
+            heartbeat_interval: Some(heartbeat),
             journal_dir: cfg.data_dir.join("events"),
             journal_max_bytes: cfg.event_journal_max_bytes,
         },

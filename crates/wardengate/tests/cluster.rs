@@ -297,6 +297,11 @@ fn gateways_join_once_and_a_lost_gateway_frees_its_sessions() {
         "{}",
         read(&rig.path("gwc.log"))
     );
+    // A second process on gateway A's data directory is refused (it would take A's identity).
+    let mut twin = spawn_gateway(&rig, &rig.path("gwa.yaml"), "gwa-twin");
+    assert!(!wait_exit(&mut twin, Duration::from_secs(10)).success());
+    let twin_log = read(&rig.path("gwa-twin.log"));
+    assert!(twin_log.contains("already running"), "{twin_log}");
     wait_until("both gateways live", Duration::from_secs(10), || {
         cp.gateway_state("gw-us-1") == "live" && cp.gateway_state("gw-us-2") == "live"
     });
@@ -432,9 +437,34 @@ fn gateways_join_once_and_a_lost_gateway_frees_its_sessions() {
     let key = read(&b.dir.join("gateway.key"));
     assert!(!read(&cp.log).contains(key.trim()));
 
-    // Revoking gateway B: its certificate is refused from then on.
+    // Revoking gateway B ends its live session first (terminated through B, recording sealed
+    // by it), then refuses B's certificate from then on.
+    let mut on_b = ssh_via(&rig, &b, &["sleep 300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut b_id = String::new();
+    wait_until("a session on gw-us-2", Duration::from_secs(15), || {
+        let s = cp.json(&["session", "list", "--state", "active"]);
+        match s["sessions"].as_array().unwrap().first() {
+            Some(s) if s["gateway"] == "gw-us-2" => {
+                b_id = s["id"].as_str().unwrap().to_owned();
+                true
+            }
+            _ => false,
+        }
+    });
     cp.wgctl_ok(&["gateway", "remove", "gw-us-2"]);
     assert_eq!(cp.gateway_state("gw-us-2"), "removed");
+    let st = wait_exit(&mut on_b, Duration::from_secs(10));
+    assert_ne!(st.code(), Some(0));
+    let view = cp.json(&["session", "show", &b_id]);
+    assert_eq!(view["state"], "closed", "{view}");
+    assert_eq!(view["end_reason"], "terminated", "{view}");
+    let verify = cp.wgctl_ok(&["recording", "verify", &b_id]);
+    assert!(verify.contains(" OK "), "{verify}");
     let out = ssh_via(&rig, &b, &["true"]).output().unwrap();
     assert_ne!(out.status.code(), Some(0));
     wait_until(
@@ -584,8 +614,8 @@ fn wait_sessions(cp: &Control, n: usize) -> Vec<String> {
     ids
 }
 
-/// The control plane is killed and comes back within the lease: the gateway's sessions carry
-/// on; a connection attempted meanwhile is refused with a clear line (fail closed); what
+/// The control plane is killed and comes back after longer than the lease (the gateways were
+/// not silent: nobody could hear them): the gateway's sessions carry on; a connection attempted meanwhile is refused with a clear line (fail closed); what
 /// happened during the outage — a session that ended, with its exit status — reaches the
 /// control plane from the gateway's event journal, in order and once; and the returned control
 /// plane commands the gateway again.
@@ -593,7 +623,7 @@ fn wait_sessions(cp: &Control, n: usize) -> Vec<String> {
 fn a_control_plane_outage_loses_no_event() {
     let rig = Rig::start();
     let store = format!("sqlite://{}/wardengate.db", rig.path("cp").display());
-    let mut cp = start_replica_leased(&rig, "cp", &store, None, "30s");
+    let mut cp = start_replica_leased(&rig, "cp", &store, None, "3s");
     provision(&rig, &cp);
     let gw = start_gateway(&rig, &cp, "gwa", &join_token(&cp));
     let out = rig.path("held.out");
@@ -616,6 +646,7 @@ fn a_control_plane_outage_loses_no_event() {
         .unwrap();
 
     cp.child.kill().unwrap();
+    let down = Instant::now();
     // Fail closed: no new session without the control plane, and the client is told why.
     let refused = ssh_via(&rig, &gw, &["true"]).output().unwrap();
     assert_ne!(refused.status.code(), Some(0));
@@ -632,6 +663,8 @@ fn a_control_plane_outage_loses_no_event() {
         "the ended session's events wait in the journal"
     );
 
+    // Down for longer than the lease.
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(down.elapsed()));
     cp.restart();
     // Replayed: the session that ended meanwhile is closed with its exit status.
     wait_until(
@@ -642,8 +675,13 @@ fn a_control_plane_outage_loses_no_event() {
     let view = cp.json(&["session", "show", &ending_id]);
     assert_eq!(view["exit_status"], 5, "{view}");
     assert_eq!(view["end_reason"], "client_exit", "{view}");
+    // A full lease after the restart, the gateway is still live and its session untouched.
+    std::thread::sleep(Duration::from_secs(4));
     assert_eq!(cp.json(&["session", "show", &held_id])["state"], "active");
     assert!(held.try_wait().unwrap().is_none());
+    assert_eq!(cp.gateway_state("gw-us-1"), "live");
+    let lost = cp.json(&["audit", "list", "--kind", "gateway.lost"]);
+    assert!(lost["events"].as_array().unwrap().is_empty(), "{lost}");
     wait_until("the journal emptied", Duration::from_secs(5), || {
         std::fs::metadata(&journal).is_ok_and(|m| m.len() == 0)
     });

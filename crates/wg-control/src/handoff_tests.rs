@@ -705,9 +705,16 @@ async fn the_session_list_pages_with_a_cursor() {
         )
         .await;
     assert_eq!(rest["sessions"][0]["actor"], "dan@corp");
+    // A page that ends exactly with the last session says there is no more.
+    let (_, five) = rig
+        .call("admin", "GET", "/api/v1/sessions?limit=5", None)
+        .await;
+    assert!(five.get("next_cursor").is_none(), "{five}");
     for bad in [
         "limit=0",
         "limit=1001",
+        "limit=-1",
+        "limit=abc",
         "cursor=nonsense",
         "cursor=12.sess_zz",
     ] {
@@ -715,5 +722,6 @@ async fn the_session_list_pages_with_a_cursor() {
             .call("admin", "GET", &format!("/api/v1/sessions?{bad}"), None)
             .await;
         assert_eq!(status, 400, "{bad}: {e}");
+        assert!(e["error"].is_string(), "{bad}: JSON error shape: {e}");
     }
 }

@@ -574,6 +574,20 @@ pub(crate) async fn run_heartbeat(
                     runtime.sever_closed(&id);
                 }
             }
+            // No longer trusted (removed, or its certificate refused): it must not go on
+            // brokering. New connections are refused already (authentication needs the
+            // control plane); what is live is severed.
+            Err(ControlCallError::Status(s)) if s.code() == tonic::Code::Unauthenticated => {
+                if !runtime.is_empty() {
+                    tracing::error!(error = %s.message(), "the control plane refuses this gateway; severing its sessions");
+                    runtime
+                        .close_all(&format!(
+                            "the control plane no longer accepts this gateway ({})",
+                            s.message()
+                        ))
+                        .await;
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
         }
     }

@@ -14,9 +14,11 @@
 //!   log is compacted. `id` names the journal; a gateway whose directory was wiped starts a new
 //!   journal numbered from 1, which the control plane tells apart from a replay.
 //! - `journal.log`: records `len: u32 LE | crc32c(payload): u32 LE | payload`, the payload a
-//!   protobuf `wardengate.v1.GatewayEvent`. A torn or corrupt tail (a crash mid-write) is cut
-//!   off at open. Records at or below `acked` are leftovers of a compaction that did not finish,
-//!   and are skipped.
+//!   protobuf `wardengate.v1.GatewayEvent`. A torn or corrupt tail (a crash mid-write, a damaged
+//!   disk) is cut off at open, loudly, and numbering resumes past any number the cut bytes could
+//!   have held. Records at or below `acked` were acknowledged before the log was last compacted
+//!   and are skipped; acknowledged records after that are sent again (the control plane skips
+//!   them as replays).
 //!
 //! Bounds: the journal holds at most `max_bytes` of unacknowledged events before the gateway
 //! refuses new connections ([`Journal::accepting`]); events of sessions already running are
@@ -165,11 +167,12 @@ impl Journal {
         let mut bytes = Vec::new();
         log.read_to_end(&mut bytes).map_err(io_err(&log_path))?;
         let (records, valid) = parse_log(&bytes);
-        if valid < bytes.len() {
-            tracing::warn!(
+        let cut = (bytes.len() - valid) as u64;
+        if cut > 0 {
+            tracing::error!(
                 path = %log_path.display(),
-                cut = bytes.len() - valid,
-                "event journal: cut off a torn or corrupt tail"
+                cut,
+                "event journal: cut off a torn or corrupt tail (events in it are lost)"
             );
             log.set_len(valid as u64).map_err(io_err(&log_path))?;
         }
@@ -197,13 +200,18 @@ impl Journal {
             );
         }
         let (acked_tx, _) = tokio::sync::watch::channel(state.acked);
+        // Numbers that the cut-off bytes may have carried are never handed out again: the
+        // control plane may have applied some of them already and would take new events under
+        // them for replays. Every record takes more than 8 bytes, so this skips past them all
+        // (the control plane accepts gaps).
+        let next_seq = last + 1 + cut / 8;
         Ok(Journal {
             dir: dir.to_owned(),
             id: state.id,
             max_bytes,
             inner: std::sync::Mutex::new(Inner {
                 log,
-                next_seq: last + 1,
+                next_seq,
                 acked: state.acked,
                 pending,
                 pending_bytes,
@@ -579,11 +587,13 @@ mod tests {
             .unwrap();
         let j = Journal::open(dir.path(), DEFAULT_MAX_BYTES).unwrap();
         assert_eq!(seqs(&j), vec![1]);
-        // The next event takes the lost one's number: it never reached the control plane.
-        assert_eq!(j.report(report("sess_000000000001", "closed")), 2);
+        // The next event does not take a number the lost bytes may have carried (the control
+        // plane might have applied it and would skip the new event as a replay).
+        let next = j.report(report("sess_000000000001", "closed"));
+        assert!(next > 2, "{next}");
         drop(j);
         let j = Journal::open(dir.path(), DEFAULT_MAX_BYTES).unwrap();
-        assert_eq!(seqs(&j), vec![1, 2]);
+        assert_eq!(seqs(&j), vec![1, next]);
         // A flipped bit is corruption: reading stops there.
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;

@@ -285,30 +285,28 @@ impl Store {
         version: Option<&str>,
         now: UnixMillis,
     ) -> Result<Option<String>> {
-        let mut tx = self.begin_write().await?;
-        let prev: Option<String> =
-            sqlx::query("SELECT state FROM gateways WHERE name = $1 AND state <> 'removed'")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get("state"))
-                .transpose()
-                .map_err(|e| corrupt("gateways", e))?;
-        if prev.is_none() {
-            return Ok(None);
+        // Two conditional updates, each atomic on its own: a removal committed meanwhile is never
+        // overwritten (PostgreSQL re-checks the condition after waiting for the row), and of two
+        // racing heartbeats of a returning gateway only one sees it `lost`.
+        for from in ["lost", "live"] {
+            let changed = sqlx::query(
+                "UPDATE gateways SET last_seen_ms = $1, state = 'live', \
+                 address = COALESCE($2, address), version = COALESCE($3, version) \
+                 WHERE name = $4 AND state = $5",
+            )
+            .bind(now)
+            .bind(address)
+            .bind(version)
+            .bind(name)
+            .bind(from)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if changed == 1 {
+                return Ok(Some(from.to_owned()));
+            }
         }
-        sqlx::query(
-            "UPDATE gateways SET last_seen_ms = $1, state = 'live', \
-             address = COALESCE($2, address), version = COALESCE($3, version) WHERE name = $4",
-        )
-        .bind(now)
-        .bind(address)
-        .bind(version)
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(prev)
+        Ok(None)
     }
 
     /// Declares a live gateway lost if its last heartbeat is still `seen_ms` (compare and set:

@@ -32,7 +32,8 @@ pub(crate) struct ListParams {
     /// Only sessions idle longer than this duration, e.g. `5m`.
     idle_gt: Option<String>,
     /// Page size, 1 to 1000 (default 1000).
-    limit: Option<u32>,
+    #[param(value_type = Option<u32>)]
+    limit: Option<String>,
     /// Continue after the previous page: its `next_cursor`.
     cursor: Option<String>,
 }
@@ -67,7 +68,18 @@ pub(crate) async fn list(
         protocol: p.protocol.filter(|s| !s.is_empty()),
         gateway: p.gateway.filter(|s| !s.is_empty()),
         idle_gt,
-        limit: p.limit,
+        limit: p
+            .limit
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<u32>().map_err(|_| {
+                    ApiError(ControlError::bad_request(format!(
+                        "limit must be a whole number between 1 and 1000, not {s:?}"
+                    )))
+                })
+            })
+            .transpose()?,
         cursor: p.cursor.filter(|s| !s.is_empty()),
     };
     Ok(Json(st.control.list_sessions(&q).await?))

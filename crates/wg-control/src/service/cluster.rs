@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use wg_domain::ErrorCode;
 use wg_domain::api::{GatewayView, JoinTokenCreated, JoinTokenView};
 use wg_domain::audit::{NewAuditEvent, kinds};
-use wg_domain::time::{now_millis, rfc3339};
+use wg_domain::time::{UnixMillis, now_millis, rfc3339};
 use wg_store::{GatewayRecord, JoinOutcome, JoinTokenRecord};
 
 use super::*;
@@ -349,17 +349,23 @@ impl ControlPlane {
         Ok(closed)
     }
 
-    /// Declares lost every live gateway silent for longer than `lease`, closing its sessions as
-    /// `gateway_lost`. Returns the gateways declared lost by this call.
+    /// Declares lost every live gateway silent for longer than `lease` — counted from its last
+    /// heartbeat, or from `watching_since_ms` (when this replica could last have heard it)
+    /// if that is later — closing its sessions as `gateway_lost`. Returns the gateways declared
+    /// lost by this call.
     ///
     /// # Errors
     /// Store failures.
-    pub async fn sweep_gateway_leases(&self, lease: Duration) -> Result<Vec<String>, ControlError> {
+    pub async fn sweep_gateway_leases(
+        &self,
+        lease: Duration,
+        watching_since_ms: UnixMillis,
+    ) -> Result<Vec<String>, ControlError> {
         let now = now_millis();
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let mut lost = Vec::new();
         for g in self.inner.store.list_gateways().await? {
-            if g.state != "live" || now - g.last_seen_ms <= lease_ms {
+            if g.state != "live" || now - g.last_seen_ms.max(watching_since_ms) <= lease_ms {
                 continue;
             }
             let event = NewAuditEvent::new(kinds::GATEWAY_LOST)
@@ -386,6 +392,12 @@ impl ControlPlane {
     }
 
     /// Runs [`ControlPlane::sweep_gateway_leases`] every second until `shutdown`.
+    ///
+    /// A gateway's silence counts only from when this replica could hear it: from the
+    /// replica's start, and again after any stretch in which the sweeper did not run (the
+    /// replica stalled, or the store was unreachable) for more than half a lease. Otherwise a
+    /// control plane coming back from an outage longer than the lease would find every gateway
+    /// "silent" — through no fault of theirs — and end every session of the cluster.
     pub fn spawn_lease_sweeper(
         &self,
         lease: Duration,
@@ -395,42 +407,86 @@ impl ControlPlane {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut watching_since = now_millis();
+            let mut last_sweep = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                if let Err(e) = control.sweep_gateway_leases(lease).await {
-                    tracing::error!(error = %e, "gateway lease sweep failed");
+                if last_sweep.elapsed() > lease / 2 {
+                    tracing::warn!(
+                        "the lease sweeper was held up; gateways get a full lease from now"
+                    );
+                    watching_since = now_millis();
+                }
+                match control.sweep_gateway_leases(lease, watching_since).await {
+                    Ok(_) => last_sweep = tokio::time::Instant::now(),
+                    Err(e) => tracing::error!(error = %e, "gateway lease sweep failed"),
                 }
             }
         })
     }
 
     /// Revokes a gateway: its certificate is refused from now on and its command stream (on this
-    /// replica) is cut.
-    /// Its sessions are left to the lease (they end as `gateway_lost` unless it was already
-    /// stopped).
+    /// replica) is cut. Its live sessions end first, terminated through the gateway while it is
+    /// still trusted (recordings sealed by it; reason "gateway NAME removed by BY"); those it
+    /// cannot end (it is unreachable, or one opened meanwhile) are closed as `gateway_lost`, and
+    /// every recording it left unsealed is sealed as `partial`. A removed gateway that is still
+    /// running severs whatever it has left once its next call is refused.
     ///
     /// # Errors
     /// `not_found` for an unknown or already removed gateway; store failures.
     pub async fn remove_gateway(&self, name: &str, by: &str) -> Result<(), ControlError> {
+        let store = &self.inner.store;
+        if !store
+            .list_gateways()
+            .await?
+            .iter()
+            .any(|g| g.name == name && g.state != "removed")
+        {
+            return Err(ControlError::not_found(format!(
+                "no gateway {name} (or it was removed already)"
+            )));
+        }
+        let live = store
+            .list_sessions(&SessionFilter {
+                gateway: Some(name.to_owned()),
+                limit: Some(100_000),
+                ..Default::default()
+            })
+            .await?;
+        let reason = format!("gateway {name} removed by {by}");
+        let ids: Vec<String> = live.iter().map(|r| r.id.to_string()).collect();
+        let outcomes = futures::future::join_all(
+            ids.iter()
+                .map(|id| self.terminate_one(id, &reason, by, None)),
+        )
+        .await;
+        for (id, outcome) in ids.iter().zip(outcomes) {
+            if let Err(e) = outcome {
+                tracing::warn!(session = %id, gateway = name, error = %e, "cannot end a removed gateway's session through it");
+            }
+        }
         let event = NewAuditEvent::new(kinds::GATEWAY_REMOVED)
             .actor(by)
             .details(json!({"gateway": name}));
-        if !self.inner.store.remove_gateway(name, &event).await? {
+        if !store.remove_gateway(name, &event).await? {
             return Err(ControlError::not_found(format!(
                 "no gateway {name} (or it was removed already)"
             )));
         }
         self.inner.gateways.kick(name);
-        // It will never report again: what it left unsealed is sealed as partial now.
+        // It will never report again: what is still open is closed, what it left unsealed is
+        // sealed as partial.
+        let closed = self.close_gateway_sessions(name, true).await?;
         let sealed = self.seal_lost_recordings(name).await?;
-        if sealed > 0 {
+        if closed + sealed > 0 {
             tracing::warn!(
                 gateway = name,
+                sessions = closed,
                 recordings = sealed,
-                "sealed a removed gateway's recordings as partial"
+                "closed a removed gateway's leftovers"
             );
         }
         Ok(())

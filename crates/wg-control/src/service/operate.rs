@@ -41,14 +41,15 @@ impl ControlPlane {
             last_input_before_ms: q
                 .idle_gt
                 .map(|d| now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-            limit: Some(limit),
+            // One more than the page: whether another page follows is then known, not guessed.
+            limit: Some(limit + 1),
             after,
         };
-        let records = self.inner.store.list_sessions(&filter).await?;
+        let mut records = self.inner.store.list_sessions(&filter).await?;
+        let more = records.len() > limit as usize;
+        records.truncate(limit as usize);
         let next_cursor = match records.last() {
-            Some(last) if records.len() == limit as usize => {
-                Some(format!("{}.{}", last.created_ms, last.id))
-            }
+            Some(last) if more => Some(format!("{}.{}", last.created_ms, last.id)),
             _ => None,
         };
         let mut pending = self.pending_handoffs(None).await?;
@@ -213,7 +214,7 @@ impl ControlPlane {
         })
     }
 
-    async fn terminate_one(
+    pub(super) async fn terminate_one(
         &self,
         id: &str,
         reason: &str,
