@@ -206,6 +206,21 @@ impl SessionPatch {
     }
 }
 
+/// One move of [`Store::transition_sessions`].
+#[derive(Clone, Debug)]
+pub struct Transition {
+    /// The session.
+    pub id: SessionId,
+    /// The state it must still be in.
+    pub from: SessionState,
+    /// The state it moves to.
+    pub to: SessionState,
+    /// Fields changed with it.
+    pub patch: SessionPatch,
+    /// Audit events appended with it, in order.
+    pub audit: Vec<NewAuditEvent>,
+}
+
 /// Filters of [`Store::list_sessions`]; all given filters must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionFilter {
@@ -678,32 +693,32 @@ impl Store {
         audit: &[NewAuditEvent],
     ) -> Result<bool> {
         from.check_transition(to)?;
-        let mut args = Args::default();
-        let mut sets = vec![format!("state = {}", args.push(to.as_str()))];
-        sets.extend(patch_assignments(patch, &mut args)?);
-        let sql = format!(
-            "UPDATE sessions SET {} WHERE id = {} AND state = {}",
-            sets.join(", "),
-            args.push(id.to_string()),
-            args.push(from.as_str())
-        );
         let mut tx = self.begin_write().await?;
-        let changed = args.bind(&sql).execute(&mut *tx).await?.rows_affected();
-        if changed == 0 {
+        if !transition_in(&mut tx, &self.chain, id, from, to, patch, audit).await? {
             tx.rollback().await?;
             return Ok(false);
         }
-        if matches!(to, SessionState::Closing | SessionState::Closed) {
-            // The session is ending: its concurrency slots are free from now on (exactly once:
-            // the slot rows go in this same transaction), and a pending handoff is void.
-            slots::release(&mut tx, &id.to_string()).await?;
-            handoffs::cancel_pending(&mut tx, &id.to_string(), now_millis()).await?;
-        }
-        for event in audit {
-            append_in(&mut tx, &self.chain, event).await?;
-        }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Many [`Store::transition_session`]s in one transaction (e.g. a mass termination: one
+    /// commit instead of one per session). Each is a compare-and-set of its own: the result says,
+    /// in order, which ones moved; one that finds its session elsewhere changes nothing and does
+    /// not hold the others back. Errors (and changes nothing) when any is not a lifecycle edge.
+    pub async fn transition_sessions(&self, moves: &[Transition]) -> Result<Vec<bool>> {
+        for m in moves {
+            m.from.check_transition(m.to)?;
+        }
+        let mut tx = self.begin_write().await?;
+        let mut moved = Vec::with_capacity(moves.len());
+        for m in moves {
+            moved.push(
+                transition_in(&mut tx, &self.chain, m.id, m.from, m.to, &m.patch, &m.audit).await?,
+            );
+        }
+        tx.commit().await?;
+        Ok(moved)
     }
 
     /// Approves a session: moves it from `requested` to `approved` (compare-and-set), applies
@@ -889,6 +904,41 @@ impl Store {
             .ok_or_else(|| corrupt("audit_head", "the chain head row is missing"))?;
         Ok((row.try_get("seq")?, row.try_get("hash")?))
     }
+}
+
+/// One compare-and-set transition inside `tx` (see [`Store::transition_session`]): `false` when
+/// the session is not in `from`, leaving the transaction as it was.
+async fn transition_in(
+    tx: &mut Transaction<'static, Any>,
+    chain: &wg_domain::audit::ChainHasher,
+    id: SessionId,
+    from: SessionState,
+    to: SessionState,
+    patch: &SessionPatch,
+    audit: &[NewAuditEvent],
+) -> Result<bool> {
+    let mut args = Args::default();
+    let mut sets = vec![format!("state = {}", args.push(to.as_str()))];
+    sets.extend(patch_assignments(patch, &mut args)?);
+    let sql = format!(
+        "UPDATE sessions SET {} WHERE id = {} AND state = {}",
+        sets.join(", "),
+        args.push(id.to_string()),
+        args.push(from.as_str())
+    );
+    if args.bind(&sql).execute(&mut **tx).await?.rows_affected() == 0 {
+        return Ok(false);
+    }
+    if matches!(to, SessionState::Closing | SessionState::Closed) {
+        // The session is ending: its concurrency slots are free from now on (exactly once:
+        // the slot rows go in this same transaction), and a pending handoff is void.
+        slots::release(tx, &id.to_string()).await?;
+        handoffs::cancel_pending(tx, &id.to_string(), now_millis()).await?;
+    }
+    for event in audit {
+        append_in(tx, chain, event).await?;
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

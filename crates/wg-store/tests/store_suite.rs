@@ -187,6 +187,7 @@ both_engines!(
     a_gateway_is_lost_once_and_comes_back,
     journal_events_apply_once_and_positions_only_advance,
     a_late_seal_is_recorded_once_and_only_for_a_closed_session,
+    many_transitions_commit_together_each_a_compare_and_set,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2609,4 +2610,70 @@ async fn a_late_seal_is_recorded_once_and_only_for_a_closed_session(db: &TestDb)
             .count(),
         1
     );
+}
+
+async fn many_transitions_commit_together_each_a_compare_and_set(db: &TestDb) {
+    let store = db.store().await;
+    let mut a = session(1_000, "alice@corp", "web-01");
+    a.state = SessionState::Active;
+    let mut b = session(2_000, "alice@corp", "web-01");
+    b.state = SessionState::Idle;
+    for r in [&a, &b] {
+        store.insert_session(r, None).await.unwrap();
+    }
+    let ev = |id| {
+        NewAuditEvent::new(kinds::SESSION_TERMINATED)
+            .actor("olga@corp")
+            .session(id)
+    };
+    let to_closing = |id, from| wg_store::Transition {
+        id,
+        from,
+        to: SessionState::Closing,
+        patch: SessionPatch {
+            end_reason: Some(EndReason::Terminated),
+            ..SessionPatch::default()
+        },
+        audit: vec![ev(id)],
+    };
+    // b is no longer active: its move changes nothing, a's goes through.
+    let moved = store
+        .transition_sessions(&[
+            to_closing(a.id, SessionState::Active),
+            to_closing(b.id, SessionState::Active),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(moved, vec![true, false]);
+    assert_eq!(
+        store.get_session(a.id).await.unwrap().unwrap().state,
+        SessionState::Closing
+    );
+    assert_eq!(
+        store.get_session(b.id).await.unwrap().unwrap().state,
+        SessionState::Idle
+    );
+    assert_eq!(
+        all_audit(&store)
+            .await
+            .iter()
+            .filter(|e| e.kind == kinds::SESSION_TERMINATED)
+            .count(),
+        1
+    );
+    // An illegal edge anywhere refuses the whole batch, before anything is written.
+    let mut bad = to_closing(b.id, SessionState::Idle);
+    bad.to = SessionState::Active;
+    bad.from = SessionState::Closed;
+    assert!(
+        store
+            .transition_sessions(&[to_closing(b.id, SessionState::Idle), bad])
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store.get_session(b.id).await.unwrap().unwrap().state,
+        SessionState::Idle
+    );
+    verify_chain(&store).await;
 }

@@ -9,6 +9,7 @@ use wg_domain::time::now_millis;
 use super::*;
 use crate::ControlError;
 use crate::views::handoff_view;
+use wg_store::Transition;
 
 impl ControlPlane {
     // ------------------------------------------------------------------ operator actions
@@ -176,28 +177,64 @@ impl ControlPlane {
                 ..Default::default()
             })
             .await?;
-        let matching: Vec<String> = sessions
+        let matching: Vec<SessionRecord> = sessions
             .into_iter()
             .filter(|s| {
                 tagged
                     .as_ref()
                     .is_none_or(|names| names.contains(&s.target))
             })
-            .map(|s| s.id.to_string())
             .collect();
         let bulk = format!(
             "bulk_{}",
             wg_domain::ids::random_hex(6).map_err(|e| ControlError::internal(e.to_string()))?
         );
-        let results = futures::future::join_all(
-            matching
-                .iter()
-                .map(|id| self.terminate_one(id, reason, operator, Some(&bulk))),
-        )
+        // Every running session moves to `closing` in one transaction (a commit per session
+        // would make the last one wait for a thousand before it); those that changed state
+        // meanwhile, or were never admitted, take the one-by-one path.
+        let moves: Vec<Transition> = matching
+            .iter()
+            .filter(|r| {
+                !matches!(
+                    r.state,
+                    SessionState::Closed | SessionState::Closing | SessionState::Requested
+                )
+            })
+            .map(|r| Transition {
+                id: r.id,
+                from: r.state,
+                to: SessionState::Closing,
+                patch: terminate_patch(reason),
+                audit: vec![terminated_event(r.id, reason, operator, Some(&bulk))],
+            })
+            .collect();
+        let moved = self.inner.store.transition_sessions(&moves).await?;
+        let moved: std::collections::HashSet<SessionId> = moves
+            .iter()
+            .zip(moved)
+            .filter_map(|(m, ok)| ok.then_some(m.id))
+            .collect();
+        let matching: Vec<(String, Option<String>)> = matching
+            .into_iter()
+            .map(|r| {
+                let gateway = moved.contains(&r.id).then_some(r.gateway);
+                (r.id.to_string(), gateway)
+            })
+            .collect();
+        let bulk_ref = bulk.as_str();
+        let results = futures::future::join_all(matching.iter().map(|(id, gateway)| async move {
+            match (gateway, parse_session_id(id)) {
+                (Some(gw), Ok(sid)) => self.finish_terminate(sid, gw, reason, operator).await,
+                _ => {
+                    self.terminate_one(id, reason, operator, Some(bulk_ref))
+                        .await
+                }
+            }
+        }))
         .await;
         let mut terminated = Vec::new();
         let mut failed = Vec::new();
-        for (id, r) in matching.into_iter().zip(results) {
+        for ((id, _), r) in matching.into_iter().zip(results) {
             match r {
                 Ok(resp) if !resp.already_closed => terminated.push(resp),
                 Ok(_) => {}
@@ -224,21 +261,7 @@ impl ControlPlane {
         let reason = validate_reason(reason, "a forced termination")?;
         let id = parse_session_id(id)?;
         let store = &self.inner.store;
-        let terminated_ev = || {
-            NewAuditEvent::new(kinds::SESSION_TERMINATED)
-                .actor(operator)
-                .session(id)
-                .reason(reason)
-                .details(match bulk {
-                    Some(b) => json!({"bulk_operation": b}),
-                    None => json!({}),
-                })
-        };
-        let patch = SessionPatch {
-            end_reason: Some(EndReason::Terminated),
-            end_detail: Some(reason.to_owned()),
-            ..Default::default()
-        };
+        let patch = terminate_patch(reason);
         let record = loop {
             let Some(cur) = store.get_session(id).await? else {
                 return Err(ControlError::not_found(format!("no session {id}")));
@@ -262,7 +285,7 @@ impl ControlPlane {
                             cur.state,
                             SessionState::Closed,
                             &p,
-                            &[terminated_ev(), closed],
+                            &[terminated_event(id, reason, operator, bulk), closed],
                         )
                         .await?
                     {
@@ -276,7 +299,7 @@ impl ControlPlane {
                             from,
                             SessionState::Closing,
                             &patch,
-                            &[terminated_ev()],
+                            &[terminated_event(id, reason, operator, bulk)],
                         )
                         .await?
                     {
@@ -285,11 +308,24 @@ impl ControlPlane {
                 }
             }
         };
+        self.finish_terminate(id, &record.gateway, reason, operator)
+            .await
+    }
+
+    /// The second half of a termination, once the session is `closing`: a targeted close to
+    /// the owning gateway, then the session closed from the gateway's answer.
+    async fn finish_terminate(
+        &self,
+        id: SessionId,
+        gateway: &str,
+        reason: &str,
+        operator: &str,
+    ) -> Result<TerminateResponse, ControlError> {
         let result = self
             .inner
             .gateways
             .send(
-                &record.gateway,
+                gateway,
                 gateway_command::Command::Terminate(wg_proto::v1::Terminate {
                     session_id: id.to_string(),
                     reason: reason.to_owned(),
@@ -316,7 +352,7 @@ impl ControlPlane {
                     recording: crate::grpc::seal_of(r.seal),
                     ..Default::default()
                 };
-                if let Err(e) = self.report(&record.gateway, closed).await {
+                if let Err(e) = self.report(gateway, closed).await {
                     tracing::warn!(session = %id, error = %e, "cannot close a terminated session; waiting for its gateway's report");
                 }
                 self.await_closed(id, true).await
@@ -364,6 +400,32 @@ fn parse_cursor(cursor: &str) -> Result<(i64, String), ControlError> {
     let created: i64 = created.parse().map_err(|_| bad())?;
     let id: SessionId = id.parse().map_err(|_| bad())?;
     Ok((created, id.to_string()))
+}
+
+/// What a termination records on the session.
+fn terminate_patch(reason: &str) -> SessionPatch {
+    SessionPatch {
+        end_reason: Some(EndReason::Terminated),
+        end_detail: Some(reason.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// The `session.terminated` event (with the bulk-operation ID of a mass termination).
+fn terminated_event(
+    id: SessionId,
+    reason: &str,
+    operator: &str,
+    bulk: Option<&str>,
+) -> NewAuditEvent {
+    NewAuditEvent::new(kinds::SESSION_TERMINATED)
+        .actor(operator)
+        .session(id)
+        .reason(reason)
+        .details(match bulk {
+            Some(b) => json!({"bulk_operation": b}),
+            None => json!({}),
+        })
 }
 
 /// Longest reason accepted, in characters.
