@@ -725,3 +725,42 @@ async fn the_session_list_pages_with_a_cursor() {
         assert!(e["error"].is_string(), "{bad}: JSON error shape: {e}");
     }
 }
+
+/// Plain users see the sessions they own, and only those (PRODUCT.md §9); an auditor or an
+/// operator sees every session.
+#[tokio::test]
+async fn plain_users_see_their_own_sessions_only() {
+    let rig = Rig::new().await;
+    let mine = rig.live_session("alice@corp").await;
+    let theirs = rig.live_session("dan@corp").await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, list) = rig.call("alice", "GET", "/api/v1/sessions", None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(ids(&list), vec![mine.clone()]);
+    let (status, _) = rig
+        .call("alice", "GET", "/api/v1/sessions?actor=dan@corp", None)
+        .await;
+    assert_eq!(status, 403);
+    let (status, own) = rig
+        .call("alice", "GET", &format!("/api/v1/sessions/{mine}"), None)
+        .await;
+    assert_eq!(status, 200, "{own}");
+    // Another's session is not disclosed, not even its existence.
+    let (status, e) = rig
+        .call("alice", "GET", &format!("/api/v1/sessions/{theirs}"), None)
+        .await;
+    assert_eq!(status, 404, "{e}");
+    let (_, all) = rig.call("olga", "GET", "/api/v1/sessions", None).await;
+    let mut all = ids(&all);
+    all.sort();
+    let mut both = vec![mine, theirs];
+    both.sort();
+    assert_eq!(all, both);
+}

@@ -11,6 +11,7 @@ use wg_domain::api::{
     TerminateRequest, TerminateResponse,
 };
 use wg_domain::lifecycle::SessionState;
+use wg_domain::resources::Role;
 
 use super::auth::{Auditor, Authenticated, Caller, Operator};
 use super::{ApiError, ApiResult, ApiState, json_body};
@@ -38,15 +39,36 @@ pub(crate) struct ListParams {
     cursor: Option<String>,
 }
 
-/// List sessions, cluster-wide.
+/// Whether `caller` sees every session (auditor, operator, admin); plain users and service
+/// principals see the sessions they own (PRODUCT.md §9).
+fn sees_all(caller: &Authenticated) -> bool {
+    caller.role.is_some_and(|r| r >= Role::Auditor)
+}
+
+/// List sessions, cluster-wide (a plain user: the sessions they own).
 #[utoipa::path(get, path = "/api/v1/sessions", params(ListParams),
-    responses((status = 200, body = SessionList), (status = 400, body = wg_domain::ErrorBody)),
+    responses((status = 200, body = SessionList), (status = 400, body = wg_domain::ErrorBody),
+        (status = 403, body = wg_domain::ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn list(
-    _caller: Caller<Auditor>,
+    caller: Authenticated,
     State(st): State<ApiState>,
-    Query(p): Query<ListParams>,
+    Query(mut p): Query<ListParams>,
 ) -> ApiResult<Json<SessionList>> {
+    if !sees_all(&caller) {
+        match p.actor.as_deref().filter(|a| !a.is_empty()) {
+            Some(a) if a != caller.principal => {
+                return Err(ApiError(ControlError::new(
+                    wg_domain::ErrorCode::Forbidden,
+                    format!(
+                        "{} may list only their own sessions (actor {})",
+                        caller.principal, caller.principal
+                    ),
+                )));
+            }
+            _ => p.actor = Some(caller.principal.clone()),
+        }
+    }
     let state = p
         .state
         .as_deref()
@@ -85,16 +107,23 @@ pub(crate) async fn list(
     Ok(Json(st.control.list_sessions(&q).await?))
 }
 
-/// One session with its access-decision trail.
+/// One session with its access-decision trail (a plain user: only a session they own; another's
+/// is "not found", so that its existence is not disclosed).
 #[utoipa::path(get, path = "/api/v1/sessions/{id}", params(("id" = String, Path, description = "sess_ ID")),
     responses((status = 200, body = SessionView), (status = 404, body = wg_domain::ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn show(
-    _caller: Caller<Auditor>,
+    caller: Authenticated,
     State(st): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SessionView>> {
-    Ok(Json(st.control.get_session(&id).await?))
+    let view = st.control.get_session(&id).await?;
+    if !sees_all(&caller) && view.actor != caller.principal {
+        return Err(ApiError(ControlError::not_found(format!(
+            "no session {id}"
+        ))));
+    }
+    Ok(Json(view))
 }
 
 /// Force-terminate a session: flush and seal its recording, then sever both legs.
