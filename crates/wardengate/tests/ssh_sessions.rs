@@ -607,6 +607,48 @@ fn a_client_that_vanishes_closes_its_session_and_target_leg() {
     assert!(rig.wgctl_ok(&["recording", "verify", &id]).contains(" OK "));
 }
 
+/// A terminated command without a terminal does not outlive its session on the target: the
+/// gateway hangs it up (sshd would otherwise leave `sleep` running after the connection ends).
+#[test]
+fn terminate_ends_a_command_without_a_terminal_on_the_target() {
+    let rig = Rig::start();
+    let mut client = rig
+        .ssh(
+            "alice",
+            "alice@corp:dev1",
+            &["sleep 600 # wg-noterm-marker"],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = rig.wait_one_session();
+    let running = || {
+        Command::new("pgrep")
+            .args(["-f", "wg-noterm-marker"])
+            .status()
+            .unwrap()
+            .success()
+    };
+    wait_until(
+        "the remote command running",
+        Duration::from_secs(5),
+        running,
+    );
+    rig.wgctl_ok(&[
+        "session",
+        "terminate",
+        &id,
+        "--reason",
+        "no stray processes",
+    ]);
+    let _ = client.wait();
+    wait_until("the remote command gone", Duration::from_secs(5), || {
+        !running()
+    });
+}
+
 /// A TCP proxy to `to` that waits `delay` before connecting each accepted client.
 fn slow_proxy(to: u16, delay: Duration) -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
