@@ -21,7 +21,9 @@ pub(super) async fn run(client: &ApiClient, cmd: GatewayCmd) -> Result<u8, CliEr
         GatewayCmd::Token(GatewayTokenCmd::Create(args)) => {
             let body = JoinTokenRequest {
                 pool: args.pool,
-                ttl_seconds: args.ttl.map(|d| d.as_secs().max(1)),
+                // Whole seconds, as the API takes them; `--ttl 0` or `500ms` reaches the
+                // control plane as 0 and is refused there, not silently rounded up.
+                ttl_seconds: args.ttl.map(|d| d.as_secs()),
             };
             let created: JoinTokenCreated = client
                 .send(Method::POST, &api_path(&["gateways", "tokens"]), &body)

@@ -78,6 +78,18 @@ fn valid_pool(pool: &str) -> Result<&str, ControlError> {
     }
 }
 
+/// Orders gateway names naturally: `gw-us-2` before `gw-us-10` (prefix, then trailing number).
+fn gateway_sort_key(name: &str) -> (String, u64, String) {
+    match name.rsplit_once('-') {
+        Some((prefix, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => (
+            prefix.to_owned(),
+            n.parse().unwrap_or(u64::MAX),
+            name.to_owned(),
+        ),
+        _ => (name.to_owned(), 0, name.to_owned()),
+    }
+}
+
 impl ControlPlane {
     /// Creates a one-time join token for `pool`, valid for `ttl` (at most 7 days). Returns the
     /// token (shown once) and its record.
@@ -527,7 +539,8 @@ impl ControlPlane {
                 state: "live".into(),
             });
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        // gw-us-2 before gw-us-10: by the name's prefix, then its number.
+        out.sort_by_cached_key(|g| gateway_sort_key(&g.name));
         Ok(out)
     }
 
@@ -543,5 +556,18 @@ impl ControlPlane {
             .await?
             .len();
         Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gateways_sort_by_prefix_then_number() {
+        let mut names = vec!["gw-us-10", "gw-eu-1", "gw-us-2", "gw-dev-1", "gw-us-1"];
+        names.sort_by_cached_key(|n| super::gateway_sort_key(n));
+        assert_eq!(
+            names,
+            vec!["gw-dev-1", "gw-eu-1", "gw-us-1", "gw-us-2", "gw-us-10"]
+        );
     }
 }

@@ -838,7 +838,18 @@ impl russh::server::Handler for ClientHandler {
                 // so the connection is let in only to be told why it is refused (a rejected key
                 // would leave the client with a misleading "Permission denied").
                 tracing::warn!(error = %e, "control plane unreachable during authentication");
-                self.unreachable = Some(format!("control plane unreachable: {e}"));
+                self.unreachable = Some(match &e {
+                    // The control plane answered, but refuses this gateway (removed, or its
+                    // certificate is not valid): the why is for the gateway's operator, in its
+                    // log, not for the user.
+                    crate::control::ControlCallError::Status(s)
+                        if s.code() == tonic::Code::Unauthenticated =>
+                    {
+                        "this gateway is not accepted by the control plane; ask an administrator"
+                            .to_owned()
+                    }
+                    _ => "control plane unreachable; try again later".to_owned(),
+                });
                 Ok(Auth::Accept)
             }
         }
