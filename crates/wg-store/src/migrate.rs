@@ -50,6 +50,11 @@ const SQLITE: &[Migration] = &[
         name: "control_ca",
         sql: include_str!("../migrations/sqlite/0007_control_ca.sql"),
     },
+    Migration {
+        version: 8,
+        name: "session_history_indexes",
+        sql: include_str!("../migrations/sqlite/0008_session_history_indexes.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -87,6 +92,11 @@ const POSTGRES: &[Migration] = &[
         version: 7,
         name: "control_ca",
         sql: include_str!("../migrations/postgres/0007_control_ca.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "session_history_indexes",
+        sql: include_str!("../migrations/postgres/0008_session_history_indexes.sql"),
     },
 ];
 
