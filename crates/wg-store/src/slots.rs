@@ -46,6 +46,25 @@ pub struct SlotUsage {
     pub used: i64,
 }
 
+/// Locks the counter rows of `keys` (scope, key) in sorted order — the one order every
+/// transaction that touches several counters follows, so that two of them on PostgreSQL never
+/// wait for each other in a cycle (SQLite serialises writers anyway).
+async fn lock_counters(
+    tx: &mut Transaction<'static, Any>,
+    mut keys: Vec<(String, String)>,
+) -> Result<()> {
+    keys.sort();
+    keys.dedup();
+    for (scope, key) in keys {
+        sqlx::query("UPDATE slot_counters SET used = used WHERE scope = $1 AND key = $2")
+            .bind(scope)
+            .bind(key)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Takes one slot per claim, in order; stops at the first full scope (the caller rolls back).
 pub(crate) async fn take(
     tx: &mut Transaction<'static, Any>,
@@ -61,6 +80,16 @@ pub(crate) async fn take(
         .bind(&c.key)
         .execute(&mut **tx)
         .await?;
+    }
+    lock_counters(
+        tx,
+        claims
+            .iter()
+            .map(|c| (c.scope.clone(), c.key.clone()))
+            .collect(),
+    )
+    .await?;
+    for c in claims {
         let limit = c.limit.map_or(i64::MAX, i64::from);
         let taken = sqlx::query(
             "UPDATE slot_counters SET used = used + 1 WHERE scope = $1 AND key = $2 AND used < $3",
@@ -90,13 +119,21 @@ pub(crate) async fn take(
 
 /// Releases every slot `session` holds (none if it holds none or already released them).
 pub(crate) async fn release(tx: &mut Transaction<'static, Any>, session: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE slot_counters SET used = used - 1 WHERE EXISTS (SELECT 1 FROM session_slots s \
-         WHERE s.session_id = $1 AND s.scope = slot_counters.scope AND s.key = slot_counters.key)",
+    // One counter at a time, in the sorted order of `lock_counters` (a single UPDATE over
+    // several rows would lock them in the table's physical order).
+    let held: Vec<(String, String)> = sqlx::query_as(
+        "SELECT scope, key FROM session_slots WHERE session_id = $1 ORDER BY scope, key",
     )
     .bind(session)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
+    for (scope, key) in held {
+        sqlx::query("UPDATE slot_counters SET used = used - 1 WHERE scope = $1 AND key = $2")
+            .bind(scope)
+            .bind(key)
+            .execute(&mut **tx)
+            .await?;
+    }
     sqlx::query("DELETE FROM session_slots WHERE session_id = $1")
         .bind(session)
         .execute(&mut **tx)
