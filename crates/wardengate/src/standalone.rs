@@ -288,7 +288,15 @@ pub(crate) async fn run_control(args: ConfigArgs) -> anyhow::Result<()> {
     crate::dev::wait_for_signal().await;
     eprintln!("wardengate control: shutting down");
     shutdown.cancel();
-    served.join().await;
+    // Gateways' command streams never end by themselves: end them, and give requests in flight
+    // a few seconds.
+    control.gateways().kick_all();
+    if tokio::time::timeout(Duration::from_secs(5), served.join())
+        .await
+        .is_err()
+    {
+        eprintln!("wardengate control: requests still in flight after 5 s; stopping anyway");
+    }
     let _ = sweeper.await;
     let _ = renewal.await;
     Ok(())

@@ -722,6 +722,11 @@ fn a_control_plane_outage_loses_no_event() {
         cp.wgctl_ok(&["audit", "verify"])
             .starts_with("audit chain OK")
     );
+    // SIGTERM stops a replica whose gateway is still connected (its command stream does not
+    // hold the shutdown up).
+    signal(&cp.child, "-TERM");
+    let st = wait_exit(&mut cp.child, Duration::from_secs(10));
+    assert!(st.success(), "{st:?}\n{}", read(&cp.log));
 }
 
 /// A scratch PostgreSQL database, dropped at the end.

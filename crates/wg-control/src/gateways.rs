@@ -90,6 +90,13 @@ impl GatewayRegistry {
         self.inner.gateways.remove(name);
     }
 
+    /// Ends every gateway's command stream (a replica shutting down: the gateways move to the
+    /// other replicas, and the server's graceful shutdown does not wait for streams that never
+    /// end on their own).
+    pub fn kick_all(&self) {
+        self.inner.gateways.clear();
+    }
+
     /// The connection of a gateway, if connected.
     pub fn get(&self, name: &str) -> Option<GatewayConn> {
         self.inner.gateways.get(name).map(|c| c.clone())

@@ -311,8 +311,16 @@ impl ControlClient {
             match f(client).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) => {
-                    let unreachable =
-                        matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown);
+                    // A replica that does not answer in time (stalled: it accepts connections
+                    // but does nothing) counts as unreachable too, so that calls move on to
+                    // the next one instead of waiting on it again.
+                    let unreachable = matches!(
+                        s.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::Unknown
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Cancelled
+                    );
                     if unreachable && self.replicas.len() > 1 {
                         let _ = self.current.compare_exchange(
                             i,
@@ -345,7 +353,9 @@ impl ControlClient {
         if let Some(auth) = &self.auth {
             req.metadata_mut().insert("authorization", (**auth).clone());
         }
-        req.set_timeout(Duration::from_secs(15));
+        // Every call is a few store operations on the control plane; one that takes longer is
+        // from a replica in trouble, and the next replica gets the call (see `call`).
+        req.set_timeout(Duration::from_secs(5));
         req
     }
 
@@ -554,8 +564,13 @@ async fn execute(control: ControlClient, runtime: Arc<Runtime>, cmd: wg_proto::v
 
 /// Renews the gateway's lease every `interval` and severs the sessions the control plane closed
 /// while it could not hear from this gateway (a gateway declared lost never resurrects them).
+///
+/// The heartbeat goes to every replica at once (`replicas`: one client each), each bounded by
+/// the interval: the lease is shared through the store, so one answer renews it, and a replica
+/// that accepts connections but does not answer (stalled) cannot hold the lease renewal back
+/// while a healthy replica watches the lease run out.
 pub(crate) async fn run_heartbeat(
-    control: ControlClient,
+    replicas: Vec<ControlClient>,
     runtime: Arc<Runtime>,
     interval: Duration,
     address: String,
@@ -563,12 +578,44 @@ pub(crate) async fn run_heartbeat(
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let wait = interval.max(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match control.heartbeat(runtime.session_ids(), &address).await {
+        let live = runtime.session_ids();
+        let answers = futures::future::join_all(replicas.iter().map(|c| {
+            let live = live.clone();
+            let address = address.clone();
+            async move {
+                match tokio::time::timeout(wait, c.heartbeat(live, &address)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ControlCallError::Status(tonic::Status::deadline_exceeded(
+                        "heartbeat not answered in time",
+                    ))),
+                }
+            }
+        }))
+        .await;
+        // Any answer renews the lease; a refusal (this gateway is no longer trusted) wins over
+        // a replica that is merely away.
+        let mut outcome = None;
+        for a in answers {
+            match (&outcome, a) {
+                (_, Err(ControlCallError::Status(s)))
+                    if s.code() == tonic::Code::Unauthenticated =>
+                {
+                    outcome = Some(Err(ControlCallError::Status(s)));
+                }
+                (Some(Err(ControlCallError::Status(s))), _)
+                    if s.code() == tonic::Code::Unauthenticated => {}
+                (Some(Ok(_)), Err(_)) => {}
+                (_, a) => outcome = Some(a),
+            }
+        }
+        let Some(outcome) = outcome else { continue };
+        match outcome {
             Ok(closed) => {
                 for id in closed {
                     runtime.sever_closed(&id);

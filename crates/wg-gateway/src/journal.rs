@@ -49,7 +49,7 @@ const MAX_RECORD: u32 = 4 << 20;
 const COMPACT_AFTER: u64 = 1 << 20;
 
 /// Events sent to the control plane per call, at most.
-const BATCH: usize = 512;
+const BATCH: usize = 128;
 
 /// The default bound on unacknowledged events, in bytes (64 MiB).
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;

@@ -160,6 +160,7 @@ pub async fn start(
     ));
     // One command stream per replica (see `control::run_command_stream`).
     let first_stream = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut per_replica = Vec::new();
     for url in &config.control_urls {
         let stream_client = if config.control_urls.len() == 1 {
             control.clone()
@@ -171,6 +172,7 @@ pub async fn start(
                 }
             })?
         };
+        per_replica.push(stream_client.clone());
         tasks.push(tokio::spawn(control::run_command_stream(
             stream_client,
             runtime.clone(),
@@ -181,7 +183,7 @@ pub async fn start(
     }
     if let Some(interval) = config.heartbeat_interval {
         tasks.push(tokio::spawn(control::run_heartbeat(
-            control.clone(),
+            per_replica,
             runtime.clone(),
             interval,
             advertise.clone(),
