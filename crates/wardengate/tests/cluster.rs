@@ -580,6 +580,63 @@ fn a_returning_lost_gateway_severs_what_was_closed() {
     assert_eq!(sealed["events"].as_array().unwrap().len(), 1, "{sealed}");
 }
 
+/// A gateway stalled past its lease and then removed gets its recordings sealed as partial by
+/// the control plane; when it wakes up it writes on (output that waited in the buffers) and
+/// seals again. The sealed part stays verifiable and is what is played; the bytes written after
+/// the seal are reported, not taken for tampering.
+#[test]
+fn a_removed_stalled_gateway_cannot_spoil_its_recordings() {
+    let rig = Rig::start();
+    let cp = start_control(&rig);
+    provision(&rig, &cp);
+    let gw = start_gateway(&rig, &cp, "gwa", &join_token(&cp));
+    let mut client = ssh_via(
+        &rig,
+        &gw,
+        &[
+            "-tt",
+            "while :; do echo tick-$(date +%s%N); sleep 0.1; done",
+        ],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let id = wait_sessions(&cp, 1).remove(0);
+    std::thread::sleep(Duration::from_secs(1));
+    signal(&gw.child, "-STOP");
+    wait_until("gateway_lost", Duration::from_secs(10), || {
+        cp.json(&["session", "show", &id])["state"] == "closed"
+    });
+    cp.wgctl_ok(&["gateway", "remove", "gw-us-1"]);
+    let sealed = cp.json(&["session", "show", &id]);
+    assert_eq!(sealed["recording"]["status"], "partial", "{sealed}");
+    // It wakes up: buffered output is recorded, it learns it was removed and severs.
+    signal(&gw.child, "-CONT");
+    let _ = wait_exit(&mut client, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(2));
+    let verify = cp.wgctl(&["recording", "verify", &id]);
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{text}\n{}", read(&gw.log));
+    assert!(text.contains(" OK "), "{text}");
+    assert!(text.contains("written after the seal"), "{text}");
+    let bytes = sealed["recording"]["bytes"].as_u64().unwrap();
+    let play = Command::new(env!("CARGO_BIN_EXE_wgctl"))
+        .args(["recording", "play", &id, "--speed", "1000"])
+        .env("WGCTL_ADDR", &cp.api)
+        .env("WGCTL_TOKEN", &cp.token)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        play.status.success(),
+        "{}",
+        String::from_utf8_lossy(&play.stderr)
+    );
+    assert!(bytes > 0);
+}
+
 /// The rig's fixture and the target credential on a standalone control plane.
 fn provision(rig: &Rig, cp: &Control) {
     let fixture = rig.path("cluster-fixture.yaml");
