@@ -146,7 +146,16 @@ mod opt_duration {
 fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the configuration {}", path.display()))?;
-    serde_yaml_ng::from_str(&text).with_context(|| format!("in {}", path.display()))
+    // The error names the key (`gatewayLease: …`) besides the line and column.
+    serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(&text)).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner();
+        if at.is_empty() || at == "." {
+            anyhow::anyhow!("in {}: {inner}", path.display())
+        } else {
+            anyhow::anyhow!("in {}: {at}: {inner}", path.display())
+        }
+    })
 }
 
 /// What a gateway keeps after joining (`identity.json`; the key and certificates are files of
@@ -225,6 +234,13 @@ fn store_identity(
 /// Runs a control-plane replica until SIGINT/SIGTERM.
 pub(crate) async fn run_control(args: ConfigArgs) -> anyhow::Result<()> {
     let cfg: ControlFile = read_config(&args.config)?;
+    let lease = cfg.gateway_lease.unwrap_or(wg_control::DEFAULT_LEASE);
+    check_range(
+        "gatewayLease",
+        lease,
+        Duration::from_secs(3),
+        Duration::from_secs(600),
+    )?;
     crate::dev::create_private_dir(&cfg.data_dir)?;
     std::fs::create_dir_all(&cfg.recordings_dir).context("creating the recording store")?;
     let store = Store::connect(&cfg.store)
@@ -257,13 +273,7 @@ pub(crate) async fn run_control(args: ConfigArgs) -> anyhow::Result<()> {
         );
     }
     let shutdown = CancellationToken::new();
-    let lease = cfg.gateway_lease.unwrap_or(wg_control::DEFAULT_LEASE);
-    check_range(
-        "gatewayLease",
-        lease,
-        Duration::from_secs(3),
-        Duration::from_secs(600),
-    )?;
+
     let renewal = tls.spawn_renewal(shutdown.clone());
     let served = crate::dev::serve_control(
         control.clone(),

@@ -377,6 +377,15 @@ impl ControlPlane {
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let mut lost = Vec::new();
         for g in self.inner.store.list_gateways().await? {
+            if g.state == "removed" {
+                // A session a removed gateway was granted while the removal ran (its
+                // decision was under way) is closed here: nothing will ever report on it.
+                let n = self.close_gateway_sessions(&g.name, false).await?;
+                if n > 0 {
+                    tracing::warn!(gateway = %g.name, sessions = n, "closed sessions left on a removed gateway");
+                }
+                continue;
+            }
             if g.state != "live" || now - g.last_seen_ms.max(watching_since_ms) <= lease_ms {
                 continue;
             }
