@@ -380,6 +380,10 @@ impl ControlPlane {
             if g.state == "removed" {
                 // A session a removed gateway was granted while the removal ran (its
                 // decision was under way) is closed here: nothing will ever report on it.
+                // Looked for during two leases after its last heartbeat, not forever.
+                if now - g.last_seen_ms > 2 * lease_ms {
+                    continue;
+                }
                 let n = self.close_gateway_sessions(&g.name, false).await?;
                 if n > 0 {
                     tracing::warn!(gateway = %g.name, sessions = n, "closed sessions left on a removed gateway");
