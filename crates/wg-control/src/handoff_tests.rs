@@ -605,8 +605,9 @@ async fn tokens_for_principals_and_whoami() {
             .await;
         assert_eq!(status, 403, "{who}");
     }
-    // Plain users are not auditors.
-    let (status, _) = rig.call("dan", "GET", "/api/v1/sessions", None).await;
+    // Plain users are not auditors (they list their own sessions only, see
+    // `plain_users_see_their_own_sessions_only`).
+    let (status, _) = rig.call("dan", "GET", "/api/v1/audit", None).await;
     assert_eq!(status, 403);
     let (_, audit) = rig
         .call("admin", "GET", "/api/v1/audit?kind=token.created", None)

@@ -381,7 +381,7 @@ impl ControlPlane {
                 // A session a removed gateway was granted while the removal ran (its
                 // decision was under way) is closed here: nothing will ever report on it.
                 // Looked for during two leases after its last heartbeat, not forever.
-                if now - g.last_seen_ms > 2 * lease_ms {
+                if now - g.last_seen_ms > lease_ms.saturating_mul(2) {
                     continue;
                 }
                 let n = self.close_gateway_sessions(&g.name, false).await?;
