@@ -292,9 +292,16 @@ impl GatewayControl for GatewayService {
             .control
             .store()
             .append_audit(
-                &NewAuditEvent::new(kinds::GATEWAY_JOINED)
-                    .actor(format!("gateway:{}", req.gateway))
-                    .details(serde_json::json!({"address": req.address, "version": req.version})),
+                // A joined gateway's join is its own event; the in-process dev gateway has no
+                // join, so its stream is how it joins.
+                &NewAuditEvent::new(match caller {
+                    Caller::Dev => kinds::GATEWAY_JOINED,
+                    Caller::Gateway(_) => kinds::GATEWAY_CONNECTED,
+                })
+                .actor(format!("gateway:{}", req.gateway))
+                .details(serde_json::json!({
+                    "address": req.address, "version": req.version, "restarted": req.restarted,
+                })),
             )
             .await;
         tracing::info!(gateway = %req.gateway, address = %req.address, "gateway connected");

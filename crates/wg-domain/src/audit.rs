@@ -62,8 +62,12 @@ pub mod kinds {
     pub const VAULT_WRITTEN: &str = "vault.written";
     /// An API token was issued for a principal (never the token or its hash).
     pub const TOKEN_CREATED: &str = "token.created";
-    /// A gateway connected to the control plane.
+    /// A gateway joined the cluster (redeemed its join token; `dev`: its first command stream
+    /// of the process), or came back after it was declared lost (`returned_after_loss`).
     pub const GATEWAY_JOINED: &str = "gateway.joined";
+    /// A joined gateway (re)opened its command stream to a control-plane replica (at every
+    /// start, and after a replica restart or failover).
+    pub const GATEWAY_CONNECTED: &str = "gateway.connected";
     /// A one-time gateway join token was created (never the token).
     pub const GATEWAY_TOKEN_CREATED: &str = "gateway.token.created";
     /// A gateway was revoked (`wgctl gateway remove`).
