@@ -637,6 +637,35 @@ fn a_removed_stalled_gateway_cannot_spoil_its_recordings() {
     assert!(bytes > 0);
 }
 
+/// Removing a gateway that does not answer (stalled) does not wait on it: its live session is
+/// closed as lost within seconds, and the gateway severs it when it wakes up refused.
+#[test]
+fn removing_a_stalled_gateway_does_not_hang() {
+    let rig = Rig::start();
+    let store = format!("sqlite://{}/wardengate.db", rig.path("cp").display());
+    let cp = start_replica_leased(&rig, "cp", &store, None, "30s");
+    provision(&rig, &cp);
+    let gw = start_gateway(&rig, &cp, "gwa", &join_token(&cp));
+    let mut client = ssh_via(&rig, &gw, &["-tt", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = wait_sessions(&cp, 1).remove(0);
+    signal(&gw.child, "-STOP");
+    let started = Instant::now();
+    cp.wgctl_ok(&["gateway", "remove", "gw-us-1"]);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    let view = cp.json(&["session", "show", &id]);
+    assert_eq!(view["state"], "closed", "{view}");
+    assert_eq!(view["end_reason"], "gateway_lost", "{view}");
+    signal(&gw.child, "-CONT");
+    let st = wait_exit(&mut client, Duration::from_secs(15));
+    assert_ne!(st.code(), Some(0));
+}
+
 /// The rig's fixture and the target credential on a standalone control plane.
 fn provision(rig: &Rig, cp: &Control) {
     let fixture = rig.path("cluster-fixture.yaml");

@@ -510,6 +510,15 @@ pub(crate) async fn run_command_stream(
                     first_stream.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
                 tracing::warn!(error = %e, "cannot open the command stream");
+                if e.code() == tonic::Code::Unauthenticated {
+                    // Refused (removed, or the certificate is not valid): asking every second
+                    // changes nothing; asking now and then notices a fix.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    }
+                    continue;
+                }
             }
         }
         tokio::select! {

@@ -78,6 +78,9 @@ fn valid_pool(pool: &str) -> Result<&str, ControlError> {
     }
 }
 
+/// How long `gateway remove` waits for the gateway to end its live sessions itself.
+const REMOVE_TERMINATE_WAIT: Duration = Duration::from_secs(4);
+
 /// Orders gateway names naturally: `gw-us-2` before `gw-us-10` (prefix, then trailing number).
 fn gateway_sort_key(name: &str) -> (String, u64, String) {
     match name.rsplit_once('-') {
@@ -483,14 +486,25 @@ impl ControlPlane {
             .await?;
         let reason = format!("gateway {name} removed by {by}");
         let ids: Vec<String> = live.iter().map(|r| r.id.to_string()).collect();
-        let outcomes = futures::future::join_all(
+        // A gateway that does not answer within a few seconds (stalled, unreachable) is not
+        // waited for: what it did not end is closed below.
+        let ending = futures::future::join_all(
             ids.iter()
                 .map(|id| self.terminate_one(id, &reason, by, None)),
-        )
-        .await;
-        for (id, outcome) in ids.iter().zip(outcomes) {
-            if let Err(e) = outcome {
-                tracing::warn!(session = %id, gateway = name, error = %e, "cannot end a removed gateway's session through it");
+        );
+        match tokio::time::timeout(REMOVE_TERMINATE_WAIT, ending).await {
+            Ok(outcomes) => {
+                for (id, outcome) in ids.iter().zip(outcomes) {
+                    if let Err(e) = outcome {
+                        tracing::warn!(session = %id, gateway = name, error = %e, "cannot end a removed gateway's session through it");
+                    }
+                }
+            }
+            Err(_) => {
+                tracing::warn!(
+                    gateway = name,
+                    "the gateway did not end its sessions in time; closing them as lost"
+                );
             }
         }
         let event = NewAuditEvent::new(kinds::GATEWAY_REMOVED)
