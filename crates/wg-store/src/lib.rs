@@ -732,20 +732,17 @@ impl Store {
         audit: &[NewAuditEvent],
         claims: &[SlotClaim],
     ) -> Result<std::result::Result<bool, SlotsFull>> {
-        let mut args = Args::default();
-        let mut sets = vec![format!(
-            "state = {}",
-            args.push(SessionState::Approved.as_str())
-        )];
-        sets.extend(patch_assignments(patch, &mut args)?);
-        let sql = format!(
-            "UPDATE sessions SET {} WHERE id = {} AND state = {}",
-            sets.join(", "),
-            args.push(id.to_string()),
-            args.push(SessionState::Requested.as_str())
-        );
         let mut tx = self.begin_write().await?;
-        if args.bind(&sql).execute(&mut *tx).await?.rows_affected() == 0 {
+        let moved = update_in_state(
+            &mut tx,
+            id,
+            SessionState::Requested,
+            Some(SessionState::Approved),
+            patch,
+            "",
+        )
+        .await?;
+        if !moved {
             tx.rollback().await?;
             return Ok(Ok(false));
         }
@@ -822,19 +819,20 @@ impl Store {
         patch: &SessionPatch,
         audit: &[NewAuditEvent],
     ) -> Result<bool> {
-        let mut args = Args::default();
-        let sets = patch_assignments(patch, &mut args)?;
-        if sets.is_empty() {
+        if patch.is_empty() {
             return Ok(false);
         }
-        let sql = format!(
-            "UPDATE sessions SET {} WHERE id = {} AND state = {} AND recording_sha256 IS NULL",
-            sets.join(", "),
-            args.push(id.to_string()),
-            args.push(SessionState::Closed.as_str())
-        );
         let mut tx = self.begin_write().await?;
-        if args.bind(&sql).execute(&mut *tx).await?.rows_affected() == 0 {
+        let sealed = update_in_state(
+            &mut tx,
+            id,
+            SessionState::Closed,
+            None,
+            patch,
+            "AND recording_sha256 IS NULL",
+        )
+        .await?;
+        if !sealed {
             tx.rollback().await?;
             return Ok(false);
         }
@@ -906,6 +904,32 @@ impl Store {
     }
 }
 
+/// The compare-and-set every session change is made of: `UPDATE sessions SET [state = to,]
+/// PATCH WHERE id = id AND state = from EXTRA` inside `tx` (`extra` is a constant condition such
+/// as `AND recording_sha256 IS NULL`, never input). Returns whether the row matched.
+async fn update_in_state(
+    tx: &mut Transaction<'static, Any>,
+    id: SessionId,
+    from: SessionState,
+    to: Option<SessionState>,
+    patch: &SessionPatch,
+    extra: &str,
+) -> Result<bool> {
+    let mut args = Args::default();
+    let mut sets: Vec<String> = to
+        .map(|to| format!("state = {}", args.push(to.as_str())))
+        .into_iter()
+        .collect();
+    sets.extend(patch_assignments(patch, &mut args)?);
+    let sql = format!(
+        "UPDATE sessions SET {} WHERE id = {} AND state = {} {extra}",
+        sets.join(", "),
+        args.push(id.to_string()),
+        args.push(from.as_str())
+    );
+    Ok(args.bind(&sql).execute(&mut **tx).await?.rows_affected() > 0)
+}
+
 /// One compare-and-set transition inside `tx` (see [`Store::transition_session`]): `false` when
 /// the session is not in `from`, leaving the transaction as it was.
 async fn transition_in(
@@ -917,16 +941,7 @@ async fn transition_in(
     patch: &SessionPatch,
     audit: &[NewAuditEvent],
 ) -> Result<bool> {
-    let mut args = Args::default();
-    let mut sets = vec![format!("state = {}", args.push(to.as_str()))];
-    sets.extend(patch_assignments(patch, &mut args)?);
-    let sql = format!(
-        "UPDATE sessions SET {} WHERE id = {} AND state = {}",
-        sets.join(", "),
-        args.push(id.to_string()),
-        args.push(from.as_str())
-    );
-    if args.bind(&sql).execute(&mut **tx).await?.rows_affected() == 0 {
+    if !update_in_state(tx, id, from, Some(to), patch, "").await? {
         return Ok(false);
     }
     if matches!(to, SessionState::Closing | SessionState::Closed) {

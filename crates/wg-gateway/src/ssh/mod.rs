@@ -484,18 +484,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
                     .disconnect(russh::Disconnect::ByApplication, notice, String::new())
                     .await;
             }
-            if !detach(&shared, &session, conn, true).await {
-                let outcome = close(
-                    &shared,
-                    &session,
-                    EndReason::ClientExit,
-                    None,
-                    None,
-                    ClientLeg::Gone,
-                )
-                .await;
-                session.live().publish_outcome(outcome);
-            }
+            detach_or_close(&shared, &session, conn, true).await;
         }
         End::Released => {
             // Another connection took this one's console over (a handoff, or its owner
@@ -510,18 +499,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
                 .await;
         }
         End::ClientGone if !session.live().kill_token().is_cancelled() => {
-            if !detach(&shared, &session, conn, false).await {
-                let outcome = close(
-                    &shared,
-                    &session,
-                    EndReason::ClientExit,
-                    None,
-                    None,
-                    ClientLeg::Gone,
-                )
-                .await;
-                session.live().publish_outcome(outcome);
-            }
+            detach_or_close(&shared, &session, conn, false).await;
         }
         End::Killed | End::ClientGone => {
             let kill_info = session.live().kill_info().cloned();
@@ -559,6 +537,27 @@ enum End {
 /// and waits for the reconnect grace. Returns `false` when the session must close instead.
 /// `handoff`: the client was let go for a new owner, who gets the grace (at least 120 s) to
 /// attach whatever the reconnect mode.
+/// [`detach`]es the session, or closes it (`client_exit`) when it cannot wait for its client.
+async fn detach_or_close(
+    shared: &Arc<Shared>,
+    session: &Arc<SshSession>,
+    conn: u64,
+    handoff: bool,
+) {
+    if !detach(shared, session, conn, handoff).await {
+        let outcome = close(
+            shared,
+            session,
+            EndReason::ClientExit,
+            None,
+            None,
+            ClientLeg::Gone,
+        )
+        .await;
+        session.live().publish_outcome(outcome);
+    }
+}
+
 async fn detach(shared: &Arc<Shared>, session: &Arc<SshSession>, conn: u64, handoff: bool) -> bool {
     let mut settings = session.settings();
     if handoff {
