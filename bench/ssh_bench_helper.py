@@ -2,12 +2,15 @@
 """Helper for bench/ssh_throughput.sh (standard library only).
 
 Subcommands:
-  latency N PAUSE_S -- SSH_ARGV...
-      Runs SSH_ARGV (an `ssh -tt HOST cat` command line) with stdin/stdout pipes, waits until
-      the remote PTY echoes, then N times: writes one byte, times until its echo comes back,
-      sleeps PAUSE_S. Every 64 keystrokes it sends a newline (untimed) and drains cat's copy of
-      the line, so the PTY's canonical line buffer never fills. Prints one line:
-      `p50_us p99_us n min_us max_us` (or `ERROR reason`).
+  latency N PAUSE_S -- SSH_ARGV... [-- SSH_ARGV...]...
+      Runs each SSH_ARGV (an `ssh -tt HOST cat` command line, one per path) with stdin/stdout
+      pipes and waits until each remote PTY echoes. Then N rounds (after 20 untimed ones): in
+      each round, one byte per path in turn is written and timed until its echo comes back,
+      PAUSE_S apart. Interleaving the paths keeps the machine's drift out of the comparison.
+      Every 64 keystrokes a session gets a newline (untimed) and its copy of the line is
+      drained, so the PTY's canonical line buffer never fills. Prints one line per path:
+      `p50_us p99_us n min_us max_us diff_p50_us` (diff: median over rounds of this path's
+      sample minus the first path's), or `ERROR reason`.
   session JSON_FILE
       Reads `wgctl session list -o json` output; prints the newest session as
       `id policy recording_mode recording_bytes recording_status exit_status end_reason`.
@@ -58,67 +61,97 @@ def percentile(sorted_vals, p):
     return sorted_vals[k]
 
 
-def latency(n: int, pause: float, argv) -> int:
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, bufsize=0)
-    out_fd = proc.stdout.fileno()
-    in_fd = proc.stdin.fileno()
-    try:
-        # Readiness: keep poking a marker byte until the PTY echoes it (session fully up).
+class EchoSession:
+    """One `ssh -tt HOST cat` whose PTY echoes single keystrokes back."""
+
+    def __init__(self, argv):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, bufsize=0)
+        self.out_fd = self.proc.stdout.fileno()
+        self.in_fd = self.proc.stdin.fileno()
+        self.on_line = 0
+        self.samples = []
+
+    def wait_ready(self) -> bool:
+        """Keeps poking a marker byte until the PTY echoes it (session fully up)."""
         buf = bytearray()
-        ready = False
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            os.write(in_fd, b"r")
-            if read_until(out_fd, b"r", time.monotonic() + 1.0, buf):
-                ready = True
-                break
-        if not ready:
-            print("ERROR no echo within 30s")
-            return 1
-        os.write(in_fd, b"\n")
-        drain(out_fd, 0.3, buf)
+            os.write(self.in_fd, b"r")
+            if read_until(self.out_fd, b"r", time.monotonic() + 1.0, buf):
+                os.write(self.in_fd, b"\n")
+                drain(self.out_fd, 0.3, buf)
+                return True
+        return False
 
-        samples = []
-        on_line = 0
-        warmup = 20
-        for i in range(n + warmup):
+    def keystroke(self):
+        """Times one byte until its echo; returns microseconds or None after 10 s."""
+        buf = bytearray()
+        t0 = time.perf_counter_ns()
+        os.write(self.in_fd, b"x")
+        if not read_until(self.out_fd, b"x", time.monotonic() + 10, buf):
+            return None
+        t1 = time.perf_counter_ns()
+        self.on_line += 1
+        if self.on_line >= 64:
+            # End the line (untimed): echo "\r\n" plus cat's copy of the line "x...x\r\n",
+            # so the PTY's canonical line buffer never fills.
+            os.write(self.in_fd, b"\n")
             buf = bytearray()
-            t0 = time.perf_counter_ns()
-            os.write(in_fd, b"x")
-            if not read_until(out_fd, b"x", time.monotonic() + 10, buf):
-                print(f"ERROR echo {i} did not come back within 10s")
-                return 1
-            t1 = time.perf_counter_ns()
-            if i >= warmup:
-                samples.append((t1 - t0) / 1000.0)
-            on_line += 1
-            if on_line >= 64:
-                # End the line (untimed): echo "\r\n" plus cat's copy of the line "x...x\r\n".
-                os.write(in_fd, b"\n")
-                buf = bytearray()
-                read_until(out_fd, b"x" * on_line + b"\r\n", time.monotonic() + 10, buf)
-                on_line = 0
-            time.sleep(pause)
-        samples.sort()
-        print(f"{percentile(samples, 50):.0f} {percentile(samples, 99):.0f} {len(samples)} "
-              f"{samples[0]:.0f} {samples[-1]:.0f}")
-        return 0
-    finally:
+            read_until(self.out_fd, b"x" * self.on_line + b"\r\n", time.monotonic() + 10, buf)
+            self.on_line = 0
+        return (t1 - t0) / 1000.0
+
+    def close(self):
         try:
             # End cat cleanly: a newline then ^D at the start of a line (EOF through the PTY).
-            os.write(in_fd, b"\n\x04")
+            os.write(self.in_fd, b"\n\x04")
         except OSError:
             pass
         try:
-            proc.stdin.close()
+            self.proc.stdin.close()
         except OSError:
             pass
         try:
-            proc.wait(timeout=5)
+            self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            self.proc.kill()
+            self.proc.wait()
+
+
+def latency(n: int, pause: float, argvs) -> int:
+    """Interleaved echo latency: every round sends one keystroke on each path in turn (PAUSE_S
+    after each), so drift of the machine's state hits all paths alike. Prints one line per
+    path: `p50_us p99_us n min_us max_us diff_p50_us`, where diff_p50_us is the median over
+    rounds of (this path's sample - the first path's sample of the same round)."""
+    sessions = [EchoSession(argv) for argv in argvs]
+    try:
+        for i, s in enumerate(sessions):
+            if not s.wait_ready():
+                print(f"ERROR path {i}: no echo within 30s")
+                return 1
+        warmup = 20
+        rounds = []
+        for r in range(n + warmup):
+            row = []
+            for i, s in enumerate(sessions):
+                us = s.keystroke()
+                if us is None:
+                    print(f"ERROR path {i}: echo {r} did not come back within 10s")
+                    return 1
+                row.append(us)
+                time.sleep(pause)
+            if r >= warmup:
+                rounds.append(row)
+        for i in range(len(sessions)):
+            vals = sorted(row[i] for row in rounds)
+            diffs = sorted(row[i] - row[0] for row in rounds)
+            print(f"{percentile(vals, 50):.0f} {percentile(vals, 99):.0f} {len(vals)} "
+                  f"{vals[0]:.0f} {vals[-1]:.0f} {percentile(diffs, 50):+.0f}")
+        return 0
+    finally:
+        for s in sessions:
+            s.close()
 
 
 def session(path: str) -> int:
@@ -143,8 +176,17 @@ def session(path: str) -> int:
 def main() -> int:
     if len(sys.argv) >= 2 and sys.argv[1] == "latency":
         n, pause = int(sys.argv[2]), float(sys.argv[3])
-        assert sys.argv[4] == "--"
-        return latency(n, pause, sys.argv[5:])
+        argvs, cur = [], None
+        for a in sys.argv[4:]:
+            if a == "--":
+                cur = []
+                argvs.append(cur)
+            elif cur is None:
+                break
+            else:
+                cur.append(a)
+        if argvs and all(argvs):
+            return latency(n, pause, argvs)
     if len(sys.argv) == 3 and sys.argv[1] == "session":
         return session(sys.argv[2])
     print(__doc__, file=sys.stderr)

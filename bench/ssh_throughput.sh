@@ -20,6 +20,8 @@
 #     with host aliases, keys and host-key checking off). The negotiated ciphers are printed.
 #   * measures single-keystroke echo latency per path: `ssh -tt HOST cat` driven through pipes by
 #     bench/ssh_bench_helper.py; one byte is written and timed until the remote PTY echoes it.
+#     The four paths run side by side and take turns keystroke by keystroke, so a change in the
+#     machine's state during the run affects them alike.
 #
 # HOW TO READ THE OUTPUT
 #   MB/s          10^6 bytes per second of wall clock for the whole `ssh` command, connection
@@ -31,7 +33,9 @@
 #                 client, both sshds and the gateway share the same cores on loopback: if this
 #                 is ~= the core count, the run is CPU-bound and the MB/s reflect total CPU cost).
 #   ratios        gateway MB/s divided by ProxyJump MB/s and by direct MB/s (1.00 = same speed).
-#   latency       p50/p99 of the echo round trip in microseconds (client -> PTY echo -> client).
+#   latency       p50/p99 of the echo round trip in microseconds (client -> PTY echo -> client);
+#                 "over direct" is the median of the per-round differences to direct ssh (the
+#                 added latency, robust against drift between rounds).
 #   A failed transfer prints FAILED/TIMEOUT/RSS-ABORT instead of a number, plus the gateway log.
 #
 # KNOBS (environment): WG_BENCH_SIZE_MIB (1024), WG_BENCH_TIMEOUT (seconds per transfer, 1800),
@@ -392,11 +396,14 @@ done
 
 # ---------------------------------------------------------------- latency
 declare -A LAT
+log "keystroke echo latency, $LAT_N rounds over ${#PATHS[@]} paths (interleaved)"
+LAT_ARGS=()
+for p in "${PATHS[@]}"; do LAT_ARGS+=(-- ssh -F "$CFG" -e none -tt "$p" cat); done
+mapfile -t LAT_OUT < <(timeout 1800 python3 "$HELPER" latency "$LAT_N" "$LAT_PAUSE" "${LAT_ARGS[@]}" 2>&1)
+i=0
 for p in "${PATHS[@]}"; do
-    log "${LABEL[$p]}: keystroke echo latency, $LAT_N samples"
-    LAT[$p]=$(timeout 600 python3 "$HELPER" latency "$LAT_N" "$LAT_PAUSE" -- \
-        ssh -F "$CFG" -e none -tt "$p" cat 2>&1 | tail -1)
-    [ -n "${LAT[$p]}" ] || LAT[$p]="ERROR no output"
+    if [[ "${LAT_OUT[0]:-}" == ERROR* ]]; then LAT[$p]=${LAT_OUT[0]}; else LAT[$p]=${LAT_OUT[$i]:-ERROR no output}; fi
+    i=$((i + 1))
 done
 
 # ---------------------------------------------------------------- report
@@ -427,11 +434,12 @@ for p in gw-norec gw-rec; do
     done
 done
 echo
-echo "Keystroke echo latency (microseconds; ssh -tt HOST cat, one byte, ${LAT_PAUSE}s between)"
-printf '%-22s %9s %9s %7s %9s %9s\n' path p50 p99 n min max
+echo "Keystroke echo latency (microseconds; ssh -tt HOST cat, one byte, ${LAT_PAUSE}s between; paths interleaved;"
+echo "  over direct = median over rounds of (path sample - direct sample of the same round))"
+printf '%-22s %9s %9s %7s %9s %9s %12s\n' path p50 p99 n min max "over direct"
 for p in "${PATHS[@]}"; do
     if [[ "${LAT[$p]}" == ERROR* ]]; then printf '%-22s %s\n' "${LABEL[$p]}" "${LAT[$p]}"
-    else read -r a b c e f <<<"${LAT[$p]}"; printf '%-22s %9s %9s %7s %9s %9s\n' "${LABEL[$p]}" "$a" "$b" "$c" "$e" "$f"; fi
+    else read -r a b c e f g <<<"${LAT[$p]}"; printf '%-22s %9s %9s %7s %9s %9s %12s\n' "${LABEL[$p]}" "$a" "$b" "$c" "$e" "$f" "$g"; fi
 done
 echo
 echo "Negotiated ciphers (OpenSSH client defaults; from ssh -v and the sshd logs)"
