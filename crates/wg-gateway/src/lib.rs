@@ -12,6 +12,7 @@ pub mod journal;
 pub mod runtime;
 pub mod ssh;
 pub mod tls;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -91,6 +91,8 @@ struct Shared {
     sessions: dashmap::DashMap<SessionId, Arc<SshSession>>,
     /// Numbers client connections (a console leg names its connection).
     connections: std::sync::atomic::AtomicU64,
+    /// The threads the connections run on.
+    workers: crate::workers::Workers,
 }
 
 /// The SSH listener of a gateway.
@@ -143,6 +145,7 @@ impl SshListener {
                 recordings,
                 sessions: dashmap::DashMap::new(),
                 connections: std::sync::atomic::AtomicU64::new(0),
+                workers: crate::workers::Workers::per_core(),
             }),
         }
     }
@@ -158,7 +161,9 @@ impl SshListener {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let shared = self.shared.clone();
-                    tokio::spawn(async move { connection(shared, stream, peer).await });
+                    self.shared
+                        .workers
+                        .spawn(stream, move |stream| connection(shared, stream, peer));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
