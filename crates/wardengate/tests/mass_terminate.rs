@@ -111,13 +111,23 @@ fn mass_termination_matches_exactly() {
         ids_where(&rig, |_| true) == bobs
     });
     for id in &alices {
-        let ev = rig
-            .audit(id)
-            .into_iter()
+        let events = rig.audit(id);
+        let ev = events
+            .iter()
             .find(|e| e["kind"] == "session.terminated")
             .unwrap();
         assert_eq!(ev["reason"], "r1");
         assert_eq!(ev["details"]["bulk_operation"], bulk.as_str());
+        // Closed once (in a batch with others), with its seal; never twice.
+        let count = |kind: &str| events.iter().filter(|e| e["kind"] == kind).count();
+        assert_eq!(count("session.terminated"), 1, "{id}: {events:?}");
+        assert_eq!(count("session.closed"), 1, "{id}: {events:?}");
+        assert_eq!(count("recording.sealed"), 1, "{id}: {events:?}");
+        let closed = events
+            .iter()
+            .find(|e| e["kind"] == "session.closed")
+            .unwrap();
+        assert_eq!(closed["details"]["end_reason"], "terminated", "{closed}");
         assert!(rig.wgctl_ok(&["recording", "verify", id]).contains(" OK "));
     }
 

@@ -214,27 +214,33 @@ impl ControlPlane {
             .zip(moved)
             .filter_map(|(m, ok)| ok.then_some(m.id))
             .collect();
-        let matching: Vec<(String, Option<String>)> = matching
-            .into_iter()
-            .map(|r| {
-                let gateway = moved.contains(&r.id).then_some(r.gateway);
-                (r.id.to_string(), gateway)
-            })
-            .collect();
+        // Sessions this call moved are closed from their gateways' answers in batches, one
+        // transaction per batch of answers that arrived together (group commit: a thousand
+        // separate commits would queue behind each other while the gateway is severing
+        // connections); the rest take the one-by-one path.
         let bulk_ref = bulk.as_str();
-        let results = futures::future::join_all(matching.iter().map(|(id, gateway)| async move {
-            match (gateway, parse_session_id(id)) {
-                (Some(gw), Ok(sid)) => self.finish_terminate(sid, gw, reason, operator).await,
-                _ => {
-                    self.terminate_one(id, reason, operator, Some(bulk_ref))
-                        .await
-                }
+        let mut ours = Vec::new();
+        let mut others = Vec::new();
+        for r in matching {
+            if moved.contains(&r.id) {
+                ours.push(r);
+            } else {
+                others.push(r.id.to_string());
             }
-        }))
-        .await;
+        }
+        let one_by_one = futures::future::join_all(others.iter().map(|id| async move {
+            (
+                id.clone(),
+                self.terminate_one(id, reason, operator, Some(bulk_ref))
+                    .await,
+            )
+        }));
+        let (mut results, one_by_one) =
+            futures::future::join(self.close_terminated(ours, reason, operator), one_by_one).await;
+        results.extend(one_by_one);
         let mut terminated = Vec::new();
         let mut failed = Vec::new();
-        for ((id, _), r) in matching.into_iter().zip(results) {
+        for (id, r) in results {
             match r {
                 Ok(resp) if !resp.already_closed => terminated.push(resp),
                 Ok(_) => {}
@@ -249,6 +255,77 @@ impl ControlPlane {
             terminated,
             failed,
         })
+    }
+
+    /// Sends the targeted close of each session (already moved to `closing` by this call) to
+    /// its gateway, concurrently, and closes the sessions from the gateways' answers: the
+    /// answers that have arrived together are closed in one transaction, while the next ones
+    /// arrive. Answers the batch cannot apply (the gateway's own `closed` report won the race,
+    /// the gateway no longer ran the session) are settled as [`ControlPlane::terminate`] does.
+    async fn close_terminated(
+        &self,
+        sessions: Vec<SessionRecord>,
+        reason: &str,
+        operator: &str,
+    ) -> Vec<(String, Result<TerminateResponse, ControlError>)> {
+        use futures::{FutureExt, StreamExt};
+        let mut pending: futures::stream::FuturesUnordered<_> = sessions
+            .into_iter()
+            .map(|rec| async move {
+                let answer = self
+                    .send_terminate(rec.id, &rec.gateway, reason, operator)
+                    .await;
+                (rec, answer)
+            })
+            .collect();
+        let mut results = Vec::new();
+        let mut settle = Vec::new();
+        while let Some(first) = pending.next().await {
+            let mut batch = vec![first];
+            while let Some(Some(more)) = pending.next().now_or_never() {
+                batch.push(more);
+            }
+            let mut moves = Vec::new();
+            for (mut rec, answer) in batch {
+                match answer {
+                    Ok(r) if r.ok => {
+                        rec.state = SessionState::Closing;
+                        rec.end_detail.get_or_insert_with(|| reason.to_owned());
+                        let report = closed_report(rec.id, reason, r);
+                        match self.step_effects(&rec, SessionState::Closed, &report).await {
+                            Ok((patch, audit)) => moves.push(Transition {
+                                id: rec.id,
+                                from: SessionState::Closing,
+                                to: SessionState::Closed,
+                                patch,
+                                audit,
+                            }),
+                            Err(e) => results.push((rec.id.to_string(), Err(e))),
+                        }
+                    }
+                    Ok(r) => {
+                        // The gateway no longer runs it (it ended on its own meanwhile): its
+                        // closed report is on the way or already applied.
+                        tracing::info!(session = %rec.id, error = %r.error, "gateway did not find the session to terminate");
+                        settle.push(rec.id);
+                    }
+                    Err(e) => results.push((rec.id.to_string(), Err(e))),
+                }
+            }
+            if let Err(e) = self.inner.store.transition_sessions(&moves).await {
+                // Nothing of the batch was applied: each waits for its gateway's own report.
+                tracing::warn!(error = %e, "cannot close a batch of terminated sessions; waiting for their gateways' reports");
+            }
+            settle.extend(moves.iter().map(|m| m.id));
+        }
+        let settled = futures::future::join_all(
+            settle
+                .into_iter()
+                .map(|id| async move { (id.to_string(), self.await_closed(id, true).await) }),
+        )
+        .await;
+        results.extend(settled);
+        results
     }
 
     pub(super) async fn terminate_one(
@@ -321,38 +398,11 @@ impl ControlPlane {
         reason: &str,
         operator: &str,
     ) -> Result<TerminateResponse, ControlError> {
-        let result = self
-            .inner
-            .gateways
-            .send(
-                gateway,
-                gateway_command::Command::Terminate(wg_proto::v1::Terminate {
-                    session_id: id.to_string(),
-                    reason: reason.to_owned(),
-                    operator: operator.to_owned(),
-                    end_reason: String::new(),
-                }),
-                self.inner.config.terminate_timeout,
-            )
-            .await;
-        match result {
+        match self.send_terminate(id, gateway, reason, operator).await {
             Ok(r) if r.ok => {
                 // The gateway's outcome (sealed, both legs severed) closes the session now; the
                 // gateway's own `closed` report, journaled, then finds it closed.
-                let closed = Report {
-                    session: id.to_string(),
-                    state: SessionState::Closed.as_str().into(),
-                    time_ms: if r.time_ms > 0 {
-                        r.time_ms
-                    } else {
-                        now_millis()
-                    },
-                    end_reason: Some(EndReason::Terminated),
-                    end_detail: Some(reason.to_owned()),
-                    recording: crate::grpc::seal_of(r.seal),
-                    ..Default::default()
-                };
-                if let Err(e) = self.report(gateway, closed).await {
+                if let Err(e) = self.report(gateway, closed_report(id, reason, r)).await {
                     tracing::warn!(session = %id, error = %e, "cannot close a terminated session; waiting for its gateway's report");
                 }
                 self.await_closed(id, true).await
@@ -365,6 +415,30 @@ impl ControlPlane {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The targeted close of a `closing` session, sent to its gateway: the gateway's answer
+    /// (sealed and severed, or not found there).
+    async fn send_terminate(
+        &self,
+        id: SessionId,
+        gateway: &str,
+        reason: &str,
+        operator: &str,
+    ) -> Result<wg_proto::v1::CommandResult, ControlError> {
+        self.inner
+            .gateways
+            .send(
+                gateway,
+                gateway_command::Command::Terminate(wg_proto::v1::Terminate {
+                    session_id: id.to_string(),
+                    reason: reason.to_owned(),
+                    operator: operator.to_owned(),
+                    end_reason: String::new(),
+                }),
+                self.inner.config.terminate_timeout,
+            )
+            .await
     }
 
     /// Waits (up to the terminate timeout) for a closing session to be reported closed.
@@ -400,6 +474,23 @@ fn parse_cursor(cursor: &str) -> Result<(i64, String), ControlError> {
     let created: i64 = created.parse().map_err(|_| bad())?;
     let id: SessionId = id.parse().map_err(|_| bad())?;
     Ok((created, id.to_string()))
+}
+
+/// The `closed` report that a gateway's answer to a targeted close stands for.
+fn closed_report(id: SessionId, reason: &str, answer: wg_proto::v1::CommandResult) -> Report {
+    Report {
+        session: id.to_string(),
+        state: SessionState::Closed.as_str().into(),
+        time_ms: if answer.time_ms > 0 {
+            answer.time_ms
+        } else {
+            now_millis()
+        },
+        end_reason: Some(EndReason::Terminated),
+        end_detail: Some(reason.to_owned()),
+        recording: crate::grpc::seal_of(answer.seal),
+        ..Default::default()
+    }
 }
 
 /// What a termination records on the session.

@@ -88,7 +88,7 @@ impl ControlPlane {
         ))
     }
 
-    async fn step_effects(
+    pub(super) async fn step_effects(
         &self,
         cur: &SessionRecord,
         step: SessionState,
