@@ -17,7 +17,10 @@
 #       (d) gw rec on   ssh admin@local:bench-rec@gateway
 #     upload:   ssh HOST 'cat > /dev/null' < FILE        download: ssh HOST 'cat FILE' > /dev/null
 #     Client ciphers are OpenSSH's defaults (nothing forced; ssh -F uses only our small config
-#     with host aliases, keys and host-key checking off). The negotiated ciphers are printed.
+#     with host aliases, keys and host-key checking off). The negotiated ciphers are printed:
+#     direct and ProxyJump get chacha20-poly1305 from the stock sshd; the gateway does not offer
+#     it on CPUs with AES instructions, so its client leg gets an AES cipher (ARCHITECTURE.md).
+#     WARDENGATE_CONNECTION_WORKERS (passed through to the gateway) compares runtime layouts.
 #   * measures single-keystroke echo latency per path: `ssh -tt HOST cat` driven through pipes by
 #     bench/ssh_bench_helper.py; one byte is written and timed until the remote PTY echoes it.
 #     The four paths run side by side and take turns keystroke by keystroke, so a change in the

@@ -60,9 +60,28 @@ impl Workers {
         Workers { workers, stop }
     }
 
-    /// One worker per available core (2 if the count cannot be read).
+    /// One worker per available core (2 if the count cannot be read), or as many as the
+    /// environment variable `WARDENGATE_CONNECTION_WORKERS` says; `0` there runs connections on
+    /// the main runtime (for comparisons, see `bench/`).
     pub(crate) fn per_core() -> Workers {
-        Workers::start(std::thread::available_parallelism().map_or(2, usize::from))
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        match std::env::var("WARDENGATE_CONNECTION_WORKERS")
+            .ok()
+            .map(|v| v.trim().parse::<usize>())
+        {
+            None => Workers::start(cores),
+            Some(Ok(0)) => Workers {
+                workers: Vec::new(),
+                stop: CancellationToken::new(),
+            },
+            Some(Ok(n)) => Workers::start(n.min(1024)),
+            Some(Err(_)) => {
+                tracing::warn!(
+                    "WARDENGATE_CONNECTION_WORKERS is not a number; using one worker per core"
+                );
+                Workers::start(cores)
+            }
+        }
     }
 
     /// Runs `serve(stream)` for an accepted connection on the least loaded worker. The stream
