@@ -150,7 +150,7 @@ wait_port "$TPORT" 10 || { cat "$TMP/sshd.log" >&2; die "sshd did not listen"; }
 log "sshd target on 127.0.0.1:$TPORT"
 
 # ---------------------------------------------------------------- wardengate dev (release)
-WARDENGATE_LOG=info setsid "$BIN/wardengate" dev --data-dir "$TMP/data" \
+WARDENGATE_LOG=${WARDENGATE_LOG:-info} setsid "$BIN/wardengate" dev --data-dir "$TMP/data" \
     --ssh-addr "127.0.0.1:$GWPORT" --api-addr "127.0.0.1:$APIPORT" --max-active 0 \
     --ssh-key "$TMP/keys/admin.pub" </dev/null >"$TMP/wardengate.out" 2>"$TMP/wardengate.log" &
 WG_PID=$!

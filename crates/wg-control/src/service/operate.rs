@@ -166,6 +166,7 @@ impl ControlPlane {
             ),
             None => None,
         };
+        let started = std::time::Instant::now();
         let sessions = self
             .inner
             .store
@@ -208,7 +209,16 @@ impl ControlPlane {
                 audit: vec![terminated_event(r.id, reason, operator, Some(&bulk))],
             })
             .collect();
+        let listed_ms = started.elapsed().as_millis();
         let moved = self.inner.store.transition_sessions(&moves).await?;
+        tracing::info!(
+            bulk_operation = %bulk,
+            matched = matching.len(),
+            closing = moved.iter().filter(|m| **m).count(),
+            listed_ms,
+            moved_ms = started.elapsed().as_millis(),
+            "mass termination: sessions moved to closing; sending targeted closes"
+        );
         let moved: std::collections::HashSet<SessionId> = moves
             .iter()
             .zip(moved)
@@ -250,6 +260,13 @@ impl ControlPlane {
                 }),
             }
         }
+        tracing::info!(
+            bulk_operation = %bulk,
+            terminated = terminated.len(),
+            failed = failed.len(),
+            total_ms = started.elapsed().as_millis(),
+            "mass termination done"
+        );
         Ok(wg_domain::api::BulkTerminateResponse {
             bulk_operation: bulk,
             terminated,
@@ -312,6 +329,10 @@ impl ControlPlane {
                     Err(e) => results.push((rec.id.to_string(), Err(e))),
                 }
             }
+            tracing::debug!(
+                sessions = moves.len(),
+                "closing a batch of terminated sessions"
+            );
             if let Err(e) = self.inner.store.transition_sessions(&moves).await {
                 // Nothing of the batch was applied: each waits for its gateway's own report.
                 tracing::warn!(error = %e, "cannot close a batch of terminated sessions; waiting for their gateways' reports");
