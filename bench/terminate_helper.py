@@ -315,6 +315,15 @@ def mass(args, api, argv):
         result["status"], result["doc"] = status, doc
 
     log(f"mass: POST /api/v1/sessions/terminate {{actor: {args.actor}}} for {len(clients)} sessions")
+    # The watcher times each exit when it gets to run: with a thousand clients and sshd sessions
+    # tearing down on two cores, a watcher at normal priority waits behind them and stamps
+    # exits late and in bunches. Raise this thread (and the call thread it starts) above them;
+    # the clients, started before, keep theirs. Needs root (the bench runs as root); without
+    # it the figures are only upper bounds.
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, -15)
+    except OSError as e:
+        log(f"mass: cannot raise the watcher's priority ({e}); exit times are upper bounds")
     watcher = ExitWatcher(clients)
     cpu0 = cpu_sample(args.watch_pid)
     th = threading.Thread(target=call)

@@ -20,7 +20,9 @@
 #               POST /api/v1/sessions/terminate {"actor": "admin@local"} (what
 #               `wgctl session terminate --actor admin@local` sends),
 #     and times, on the client side, from just before the request is sent to each `ssh`
-#     process's exit (a pidfd in one epoll loop, so a thousand exits cost no thread each).
+#     process's exit (a pidfd in one epoll loop, so a thousand exits cost no thread each; for
+#     the mass call the watching thread runs at nice -15, above the clients it watches, so that
+#     it stamps exits when they happen rather than when the saturated cores let it run).
 #
 # HOW TO READ THE OUTPUT (milliseconds):
 #   single  client exit p50/p90/p99/max over the sessions: call -> that client's disconnect;
