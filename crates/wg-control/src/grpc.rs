@@ -447,18 +447,17 @@ impl GatewayControl for GatewayService {
     ) -> Result<Response<Ack>, Status> {
         self.authorize(&request).await?;
         let batch = request.into_inner();
-        for s in batch.sessions {
-            let last = (s.last_input_ms > 0).then_some(s.last_input_ms);
-            self.control
-                .progress(
-                    &s.session_id,
-                    last,
-                    s.pty.map(|p| (p.term, p.cols, p.rows)),
-                    s.recording.map(|r| (r.chunks, r.bytes)),
-                )
-                .await
-                .map_err(status)?;
-        }
+        let items = batch
+            .sessions
+            .into_iter()
+            .map(|s| crate::service::ProgressItem {
+                session: s.session_id,
+                last_input_ms: (s.last_input_ms > 0).then_some(s.last_input_ms),
+                pty: s.pty.map(|p| (p.term, p.cols, p.rows)),
+                recording: s.recording.map(|r| (r.chunks, r.bytes)),
+            })
+            .collect();
+        self.control.progress(items).await.map_err(status)?;
         Ok(Response::new(Ack {}))
     }
 }

@@ -22,5 +22,5 @@ mod views;
 pub use error::ControlError;
 pub use service::{
     BOOTSTRAP_ADMIN, ControlConfig, ControlPlane, DEFAULT_LEASE, JoinedGateway, JournalAck,
-    JournalEvent, Report, SessionOwner, SessionQuery,
+    JournalEvent, ProgressItem, Report, SessionOwner, SessionQuery,
 };

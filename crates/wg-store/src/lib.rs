@@ -786,9 +786,7 @@ impl Store {
     /// Applies `patch` without a state change (activity, PTY size, recording progress). Returns
     /// whether the session exists and is not closed (closed sessions are never updated).
     pub async fn update_session(&self, id: SessionId, patch: &SessionPatch) -> Result<bool> {
-        let mut args = Args::default();
-        let sets = patch_assignments(patch, &mut args)?;
-        if sets.is_empty() {
+        let Some((sql, args)) = rows::update_statement(id, patch)? else {
             let live = sqlx::query("SELECT id FROM sessions WHERE id = $1 AND state <> $2")
                 .bind(id.to_string())
                 .bind(SessionState::Closed.as_str())
@@ -796,16 +794,38 @@ impl Store {
                 .await?
                 .is_some();
             return Ok(live);
-        }
-        let sql = format!(
-            "UPDATE sessions SET {} WHERE id = {} AND state <> {}",
-            sets.join(", "),
-            args.push(id.to_string()),
-            args.push(SessionState::Closed.as_str())
-        );
+        };
         // One statement: atomic on its own, and on SQLite it takes the writer lock directly.
         let changed = args.bind(&sql).execute(&self.pool).await?.rows_affected();
         Ok(changed > 0)
+    }
+
+    /// Many [`Store::update_session`]s in one transaction: a gateway's progress report for all
+    /// its live sessions costs one commit, not one per session (on SQLite, a thousand separate
+    /// commits a second would queue every other writer behind them). Returns, in order, whether
+    /// each session was updated (exists and is not closed); an empty patch changes nothing and
+    /// reports `false`. All or nothing on errors.
+    pub async fn update_sessions(
+        &self,
+        updates: &[(SessionId, SessionPatch)],
+    ) -> Result<Vec<bool>> {
+        let mut statements = Vec::with_capacity(updates.len());
+        for (id, patch) in updates {
+            statements.push(rows::update_statement(*id, patch)?);
+        }
+        if statements.iter().all(Option::is_none) {
+            return Ok(vec![false; updates.len()]);
+        }
+        let mut tx = self.begin_write().await?;
+        let mut out = Vec::with_capacity(updates.len());
+        for st in statements {
+            out.push(match st {
+                Some((sql, args)) => args.bind(&sql).execute(&mut *tx).await?.rows_affected() > 0,
+                None => false,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     /// Records the seal of a closed session's recording that was closed without one (its

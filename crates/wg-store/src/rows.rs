@@ -167,6 +167,25 @@ pub(crate) fn session_args(r: &SessionRecord) -> Result<Args> {
     Ok(a)
 }
 
+/// The `UPDATE` of a live (not closed) session by `patch`, or `None` for an empty patch.
+pub(crate) fn update_statement(
+    id: SessionId,
+    patch: &SessionPatch,
+) -> Result<Option<(String, Args)>> {
+    let mut args = Args::default();
+    let sets = patch_assignments(patch, &mut args)?;
+    if sets.is_empty() {
+        return Ok(None);
+    }
+    let sql = format!(
+        "UPDATE sessions SET {} WHERE id = {} AND state <> {}",
+        sets.join(", "),
+        args.push(id.to_string()),
+        args.push(SessionState::Closed.as_str())
+    );
+    Ok(Some((sql, args)))
+}
+
 /// `column = $n` assignments for every field a patch sets.
 pub(crate) fn patch_assignments(p: &SessionPatch, args: &mut Args) -> Result<Vec<String>> {
     let mut sets = Vec::new();

@@ -169,6 +169,7 @@ both_engines!(
     insert_session_with_failing_audit_is_atomic,
     transition_is_compare_and_set,
     update_session_never_touches_closed_sessions,
+    update_sessions_applies_a_batch_in_one_go,
     audit_append_list_head_and_verify,
     concurrent_appends_form_one_gap_free_chain,
     two_handles_extend_one_chain,
@@ -1216,6 +1217,63 @@ async fn update_session_never_touches_closed_sessions(db: &TestDb) {
             .await
             .unwrap()
     );
+    assert!(all_audit(&store).await.is_empty());
+}
+
+async fn update_sessions_applies_a_batch_in_one_go(db: &TestDb) {
+    let store = db.store().await;
+    let a = session(1_000, "alice@corp", "web-01");
+    let b = session(1_500, "bob@corp", "web-02");
+    let mut closed = session(2_000, "alice@corp", "web-01");
+    closed.state = SessionState::Closed;
+    for s in [&a, &b, &closed] {
+        store.insert_session(s, None).await.unwrap();
+    }
+    let input = |ms| SessionPatch {
+        last_input_ms: Some(ms),
+        ..SessionPatch::default()
+    };
+    let rec = SessionPatch {
+        recording_chunks: Some(3),
+        recording_bytes: Some(4096),
+        ..SessionPatch::default()
+    };
+    let got = store
+        .update_sessions(&[
+            (a.id, input(7_000)),
+            (closed.id, input(7_000)),
+            (b.id, rec.clone()),
+            (SessionId::generate().unwrap(), input(7_000)),
+            (a.id, SessionPatch::default()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![true, false, true, false, false]);
+    assert_eq!(
+        store.get_session(a.id).await.unwrap().unwrap(),
+        SessionRecord {
+            last_input_ms: 7_000,
+            ..a.clone()
+        }
+    );
+    assert_eq!(
+        store.get_session(b.id).await.unwrap().unwrap(),
+        SessionRecord {
+            recording_chunks: 3,
+            recording_bytes: 4096,
+            ..b.clone()
+        }
+    );
+    assert_eq!(store.get_session(closed.id).await.unwrap(), Some(closed));
+    // Nothing to write: no transaction, every item false.
+    assert_eq!(
+        store
+            .update_sessions(&[(a.id, SessionPatch::default())])
+            .await
+            .unwrap(),
+        vec![false]
+    );
+    assert!(store.update_sessions(&[]).await.unwrap().is_empty());
     assert!(all_audit(&store).await.is_empty());
 }
 

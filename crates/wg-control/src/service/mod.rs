@@ -13,6 +13,7 @@ mod journal;
 mod operate;
 mod reconnect;
 mod report;
+pub use report::ProgressItem;
 
 pub use handoff::SessionOwner;
 pub use journal::{JournalAck, JournalEvent};

@@ -209,34 +209,37 @@ impl ControlPlane {
         Ok(false)
     }
 
-    /// Applies activity and progress of a live session (never to a closed one).
+    /// Applies activity and progress of live sessions (never to a closed one), all in one
+    /// transaction. Each item is (session ID, last input, PTY (term, cols, rows), recording
+    /// (chunks, bytes)); malformed IDs are skipped (a gateway's report of a session this
+    /// control plane cannot parse changes nothing).
     ///
     /// # Errors
-    /// Store failures.
-    pub async fn progress(
-        &self,
-        session: &str,
-        last_input_ms: Option<UnixMillis>,
-        pty: Option<(String, u32, u32)>,
-        recording: Option<(u32, u64)>,
-    ) -> Result<(), ControlError> {
-        let Ok(id) = session.parse::<SessionId>() else {
-            return Ok(());
-        };
-        let mut patch = SessionPatch {
-            last_input_ms,
-            ..Default::default()
-        };
-        if let Some((term, cols, rows)) = pty {
-            patch.pty_term = Some(term);
-            patch.pty_cols = Some(cols);
-            patch.pty_rows = Some(rows);
+    /// Store failures (nothing of the batch is applied).
+    pub async fn progress(&self, items: Vec<ProgressItem>) -> Result<(), ControlError> {
+        let updates: Vec<(SessionId, SessionPatch)> = items
+            .into_iter()
+            .filter_map(|item| {
+                let id = item.session.parse::<SessionId>().ok()?;
+                let mut patch = SessionPatch {
+                    last_input_ms: item.last_input_ms,
+                    ..Default::default()
+                };
+                if let Some((term, cols, rows)) = item.pty {
+                    patch.pty_term = Some(term);
+                    patch.pty_cols = Some(cols);
+                    patch.pty_rows = Some(rows);
+                }
+                if let Some((chunks, bytes)) = item.recording {
+                    patch.recording_chunks = Some(chunks);
+                    patch.recording_bytes = Some(bytes);
+                }
+                Some((id, patch))
+            })
+            .collect();
+        if !updates.is_empty() {
+            self.inner.store.update_sessions(&updates).await?;
         }
-        if let Some((chunks, bytes)) = recording {
-            patch.recording_chunks = Some(chunks);
-            patch.recording_bytes = Some(bytes);
-        }
-        self.inner.store.update_session(id, &patch).await?;
         Ok(())
     }
 
@@ -411,4 +414,18 @@ impl ControlPlane {
             .session(id)
             .details(details))
     }
+}
+
+/// One live session's activity and progress, as a gateway reports it (see
+/// [`ControlPlane::progress`]).
+#[derive(Clone, Debug, Default)]
+pub struct ProgressItem {
+    /// The session ID as the gateway sent it.
+    pub session: String,
+    /// Last meaningful user input, ms since the epoch.
+    pub last_input_ms: Option<UnixMillis>,
+    /// The client's terminal: (TERM, columns, rows).
+    pub pty: Option<(String, u32, u32)>,
+    /// Recording progress: (chunks started, stream bytes written).
+    pub recording: Option<(u32, u64)>,
 }
