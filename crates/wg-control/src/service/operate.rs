@@ -274,11 +274,14 @@ impl ControlPlane {
         })
     }
 
-    /// Sends the targeted close of each session (already moved to `closing` by this call) to
-    /// its gateway, concurrently, and closes the sessions from the gateways' answers: the
-    /// answers that have arrived together are closed in one transaction, while the next ones
-    /// arrive. Answers the batch cannot apply (the gateway's own `closed` report won the race,
-    /// the gateway no longer ran the session) are settled as [`ControlPlane::terminate`] does.
+    /// The second half of every termination, of one session or many, once the caller has moved
+    /// them to `closing` (`sessions` are their records from before that move): a targeted close
+    /// to each owning gateway, concurrently, then each session closed from its gateway's answer
+    /// (sealed, both legs severed). Answers that arrived together are closed in one transaction
+    /// while the next ones arrive. A session the batch cannot close (the gateway's own journaled
+    /// `closed` report won the compare-and-set, or the gateway no longer ran it) is awaited
+    /// until that report has closed it, up to the terminate timeout. Returns one outcome per
+    /// session, in no particular order.
     async fn close_terminated(
         &self,
         sessions: Vec<SessionRecord>,
@@ -317,7 +320,10 @@ impl ControlPlane {
                                 patch,
                                 audit,
                             }),
-                            Err(e) => results.push((rec.id.to_string(), Err(e))),
+                            Err(e) => {
+                                tracing::warn!(session = %rec.id, error = %e, "cannot close a terminated session; waiting for its gateway's report");
+                                settle.push(rec.id);
+                            }
                         }
                     }
                     Ok(r) => {
@@ -328,6 +334,9 @@ impl ControlPlane {
                     }
                     Err(e) => results.push((rec.id.to_string(), Err(e))),
                 }
+            }
+            if moves.is_empty() {
+                continue;
             }
             tracing::debug!(
                 sessions = moves.len(),
@@ -406,35 +415,15 @@ impl ControlPlane {
                 }
             }
         };
-        self.finish_terminate(id, &record.gateway, reason, operator)
+        match self
+            .close_terminated(vec![record], reason, operator)
             .await
-    }
-
-    /// The second half of a termination, once the session is `closing`: a targeted close to
-    /// the owning gateway, then the session closed from the gateway's answer.
-    async fn finish_terminate(
-        &self,
-        id: SessionId,
-        gateway: &str,
-        reason: &str,
-        operator: &str,
-    ) -> Result<TerminateResponse, ControlError> {
-        match self.send_terminate(id, gateway, reason, operator).await {
-            Ok(r) if r.ok => {
-                // The gateway's outcome (sealed, both legs severed) closes the session now; the
-                // gateway's own `closed` report, journaled, then finds it closed.
-                if let Err(e) = self.report(gateway, closed_report(id, reason, r)).await {
-                    tracing::warn!(session = %id, error = %e, "cannot close a terminated session; waiting for its gateway's report");
-                }
-                self.await_closed(id, true).await
-            }
-            Ok(r) => {
-                // The gateway no longer runs it (it ended on its own meanwhile): its closed report
-                // is on the way or already applied.
-                tracing::info!(session = %id, error = %r.error, "gateway did not find the session to terminate");
-                self.await_closed(id, true).await
-            }
-            Err(e) => Err(e),
+            .pop()
+        {
+            Some((_, result)) => result,
+            None => Err(ControlError::internal(format!(
+                "termination of {id} produced no outcome"
+            ))),
         }
     }
 
