@@ -251,6 +251,17 @@ fn ssh_via(rig: &Rig, gw: &Gateway, args: &[&str]) -> Command {
     c
 }
 
+/// An `ssh` through `gw` running `args`, its stdin held open (the session lives until the
+/// child is killed or the gateway ends it) and its output discarded.
+fn held_ssh(rig: &Rig, gw: &Gateway, args: &[&str]) -> std::process::Child {
+    ssh_via(rig, gw, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn join_token(cp: &Control) -> String {
     cp.wgctl_ok(&["gateway", "token", "create", "--pool", "us", "--ttl", "10m"])
         .trim()
@@ -497,12 +508,7 @@ fn a_returning_lost_gateway_severs_what_was_closed() {
     let cp = start_control(&rig);
     provision(&rig, &cp);
     let gw = start_gateway(&rig, &cp, "gwa", &join_token(&cp));
-    let mut client = ssh_via(&rig, &gw, &["-tt", "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut client = held_ssh(&rig, &gw, &["-tt", "cat"]);
     let mut id = String::new();
     wait_until("the session", Duration::from_secs(15), || {
         let s = cp.json(&["session", "list"]);
@@ -590,19 +596,14 @@ fn a_removed_stalled_gateway_cannot_spoil_its_recordings() {
     let cp = start_control(&rig);
     provision(&rig, &cp);
     let gw = start_gateway(&rig, &cp, "gwa", &join_token(&cp));
-    let mut client = ssh_via(
+    let mut client = held_ssh(
         &rig,
         &gw,
         &[
             "-tt",
             "while :; do echo tick-$(date +%s%N); sleep 0.1; done",
         ],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    );
     let id = wait_sessions(&cp, 1).remove(0);
     std::thread::sleep(Duration::from_secs(1));
     signal(&gw.child, "-STOP");
@@ -646,12 +647,7 @@ fn removing_a_stalled_gateway_does_not_hang() {
     let cp = start_replica_leased(&rig, "cp", &store, None, "30s");
     provision(&rig, &cp);
     let gw = start_gateway(&rig, &cp, "gwa", &join_token(&cp));
-    let mut client = ssh_via(&rig, &gw, &["-tt", "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut client = held_ssh(&rig, &gw, &["-tt", "cat"]);
     let id = wait_sessions(&cp, 1).remove(0);
     signal(&gw.child, "-STOP");
     let started = Instant::now();
@@ -889,14 +885,7 @@ fn two_replicas_on_postgres_survive_the_loss_of_one() {
     let gw = start_gateway_for(&rig, &[&r1, &r2], "gwa", &join_token(&r2));
 
     // Two sessions; both listed from either replica with their gateway.
-    let spawn_held = || {
-        ssh_via(&rig, &gw, &["-tt", "cat"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let spawn_held = || held_ssh(&rig, &gw, &["-tt", "cat"]);
     let mut s1 = spawn_held();
     let mut s2 = spawn_held();
     let mut ids = Vec::new();
