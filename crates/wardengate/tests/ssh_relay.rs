@@ -258,3 +258,57 @@ fn a_request_the_target_refuses_fails_as_directly() {
     );
     assert!(String::from_utf8_lossy(&via.stderr).contains("subsystem request failed"));
 }
+
+/// The client leg's cipher follows the CPU (ARCHITECTURE.md, "Client-leg ciphers"): with AES
+/// instructions the stock OpenSSH client, left to its defaults (ChaCha20-Poly1305 first),
+/// negotiates an AES cipher; a client that accepts only ChaCha20 is refused during key exchange,
+/// before any session exists (exit 255, nothing listed). Without AES instructions ChaCha20 is negotiated.
+#[test]
+fn client_leg_cipher_follows_the_cpu() {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags") || l.starts_with("Features"))
+        .unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let aes = (has("aes") && has("pclmulqdq")) || (has("aes") && has("pmull"));
+    let rig = Rig::start();
+    let out = rig
+        .ssh_with("alice", &["-v"], "alice@corp:dev1", &["true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&out.stderr);
+    let negotiated = log
+        .lines()
+        .find(|l| l.contains("kex: client->server cipher:"))
+        .unwrap_or_else(|| panic!("no cipher line in {log}"));
+    if aes {
+        assert!(negotiated.contains("cipher: aes"), "{negotiated}");
+        let refused = rig
+            .ssh_with(
+                "alice",
+                &["-o", "Ciphers=chacha20-poly1305@openssh.com"],
+                "alice@corp:dev1",
+                &["true"],
+            )
+            .output()
+            .unwrap();
+        assert_eq!(
+            refused.status.code(),
+            Some(255),
+            "{}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+        // (Which side reports the failed negotiation first is a race: OpenSSH prints "no
+        // matching cipher found" when it notices, or the server has already closed.)
+        let sessions = rig.wgctl_json(&["session", "list", "--state", "closed"]);
+        assert_eq!(
+            sessions["sessions"].as_array().unwrap().len(),
+            1,
+            "only the first connection made a session: {sessions}"
+        );
+    } else {
+        assert!(negotiated.contains("chacha20-poly1305"), "{negotiated}");
+    }
+}

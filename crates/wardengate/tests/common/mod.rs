@@ -372,8 +372,13 @@ recording: full
 
     /// `ssh` through the gateway as `login` (e.g. `alice@corp:dev1`) with `key`; extra args follow.
     pub fn ssh(&self, key: &str, login: &str, args: &[&str]) -> Command {
+        self.ssh_with(key, &[], login, args)
+    }
+
+    /// As [`Rig::ssh`], with extra client `options` (e.g. `-v`, `-o Ciphers=…`) before the host.
+    pub fn ssh_with(&self, key: &str, options: &[&str], login: &str, args: &[&str]) -> Command {
         let mut c = self.ssh_base(key, self.ssh_port);
-        c.arg(format!("{login}@127.0.0.1")).args(args);
+        c.args(options).arg(format!("{login}@127.0.0.1")).args(args);
         c
     }
 
