@@ -21,6 +21,14 @@ Subcommands (common options: --api URL --token-file FILE --ssh-config FILE --hos
       then calls POST /api/v1/sessions/terminate {"actor": NAME, "reason": ...} once and times
       every client's exit from that call. Prints first/p50/p99/last client exit, the HTTP
       response time, the counts the API returned and the clients' exit codes.
+  direct --n N [--concurrency C]
+      The peer baseline of `mass`, without Wardengate: opens N sessions straight to the sshd
+      target (--host names the direct alias), each `ssh HOST 'echo ready; exec cat < FIFO'`
+      on one FIFO whose only writer is this process, then closes that writer: every remote
+      `cat` reads EOF at the same instant, every sshd session ends and every client exits.
+      Times each client's exit from the close. The same processes tear down as in `mass` (the
+      sshd session and its `cat`, the client), so `last` is the floor this host sets for
+      `mass`: what the clients and the target alone cost on the same cores.
 
 The last line of stdout is one JSON object with the figures; progress goes to stderr.
 """
@@ -356,9 +364,47 @@ def mass(args, api, argv):
     }
 
 
+def direct(args):
+    """The peer baseline: N sessions straight to sshd, each running `cat` on one FIFO whose
+    only writer is this process; closing it ends every session at the same instant."""
+    fifo = os.path.join(args.workdir, "end.fifo")
+    os.mkfifo(fifo, 0o600)
+    # O_RDWR: opening a FIFO for writing would block until a reader comes; Linux allows a
+    # read-write open, which makes this process the writer without waiting.
+    writer = os.open(fifo, os.O_RDWR)
+    argv = ["ssh", "-F", args.ssh_config, args.host, f"echo ready; exec cat < {fifo}"]
+    t = time.monotonic()
+    log(f"direct: opening {args.n} sessions straight to sshd, {args.concurrency} connecting at a time")
+    clients = open_clients(args.n, argv, args.workdir, args.concurrency, 60 + args.n)
+    setup = time.monotonic() - t
+    # "ready" is printed just before the shell opens the FIFO: give the last ones time to.
+    time.sleep(args.settle)
+    log(f"direct: {len(clients)} clients ready in {setup:.1f}s; ending them all at once")
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, -15)
+    except OSError as e:
+        log(f"direct: cannot raise the watcher's priority ({e}); exit times are upper bounds")
+    watcher = ExitWatcher(clients)
+    cpu0 = cpu_sample(0)
+    t0 = time.monotonic()
+    os.close(writer)
+    left = watcher.wait(args.timeout)
+    cpu1 = cpu_sample(0)
+    exits = [c.exit_t - t0 for c in clients if c.exit_t is not None]
+    codes = finish(clients)
+    errors = [f"{left} clients still running {args.timeout} s after the end"] if left else []
+    return {
+        "mode": "direct", "n": len(clients), "setup_s": round(setup, 1),
+        "exit_ms": {"first": ms(min(exits, default=None)), "p50": ms(pct(exits, 50)),
+                    "p99": ms(pct(exits, 99)), "last": ms(max(exits, default=None))},
+        "exit_codes": codes, "errors": errors, "still_running": left,
+        "window_cpu_s": {"host_busy": round(cpu1[1] - cpu0[1], 2)},
+    }
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["single", "mass"])
+    p.add_argument("mode", choices=["single", "mass", "direct"])
     p.add_argument("--api", required=True)
     p.add_argument("--token-file", required=True)
     p.add_argument("--ssh-config", required=True)
@@ -384,7 +430,12 @@ def main():
     with open(args.token_file) as f:
         api = Api(args.api, f.read().strip())
     argv = ["ssh", "-F", args.ssh_config, args.host, "echo ready; exec cat"]
-    out = single(args, api, argv) if args.mode == "single" else mass(args, api, argv)
+    if args.mode == "single":
+        out = single(args, api, argv)
+    elif args.mode == "mass":
+        out = mass(args, api, argv)
+    else:
+        out = direct(args)
     out["recording"] = args.label
     print(json.dumps(out), flush=True)
 

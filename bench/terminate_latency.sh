@@ -28,6 +28,11 @@
 #   single  client exit p50/p90/p99/max over the sessions: call -> that client's disconnect;
 #           API p50/p99: call -> HTTP response (the API answers once the store has the session
 #           closed, which it polls every 20 ms, so the response trails the disconnect).
+#   direct  the peer baseline of `mass`, measured in the same run: WG_BENCH_MASS_N clients straight
+#           to the same sshd, each running `cat` on one FIFO; the helper closes the FIFO's only
+#           writer, which ends every session at the same instant; first/p50/p99/last client exit
+#           after that. It is what the clients and the target cost alone on these cores: `mass`
+#           minus `direct` is what Wardengate adds.
 #   mass    first/p50/p99/last client exit after the one call (last = the issue's "1000 sessions
 #           <= 1 s"), the HTTP response time, sessions the API reports terminated/failed, and the
 #           clients' exit codes (255 = ssh ended by the server's disconnect, as expected);
@@ -38,8 +43,9 @@
 #
 # KNOBS (environment): WG_BENCH_SINGLE_N (200), WG_BENCH_MASS_N (1000), WG_BENCH_CONCURRENCY
 #   (16 clients connecting at once while opening the mass sessions), WG_BENCH_PAUSE (0.1 s
-#   between single terminations), WG_BENCH_RECORDING ("full off"), WG_BENCH_NO_BUILD=1,
-#   WG_BENCH_KEEP=1 (keep the temp dir: logs, each client's stderr).
+#   between single terminations), WG_BENCH_RECORDING ("full off"), WG_BENCH_DIRECT (1: run the
+#   direct baseline after the mass runs; 0 skips it), WG_BENCH_NO_BUILD=1, WG_BENCH_KEEP=1 (keep
+#   the temp dir: logs, each client's stderr). A count of 0 skips that kind of run.
 # Needs: root (sshd logs in as root), openssh-server + client, python3 >= 3.9 on Linux >= 5.3
 #   (os.pidfd_open), cargo. A thousand ssh clients, sshd sessions and `cat`s take ~3,000
 #   processes and a few GB of RAM; opening them takes a minute or two on 2 cores.
@@ -54,6 +60,7 @@ MASS_N=${WG_BENCH_MASS_N:-1000}
 CONC=${WG_BENCH_CONCURRENCY:-16}
 PAUSE=${WG_BENCH_PAUSE:-0.1}
 MODES=${WG_BENCH_RECORDING:-full off}
+DIRECT=${WG_BENCH_DIRECT:-1}
 NCPU=$(nproc)
 
 noansi() { sed 's/\x1b\[[0-9;]*m//g'; }
@@ -209,6 +216,10 @@ Host gw-full
     User admin@local:bench-rec
 Host gw-off
     User admin@local:bench-norec
+Host direct
+    User root
+    Port $TPORT
+    IdentityFile $TMP/keys/target_account
 Host *
     HostName 127.0.0.1
     Port $GWPORT
@@ -230,11 +241,13 @@ out=$(timeout 60 ssh -F "$CFG" gw-full 'echo probe-ok' 2>&1) || die "probe throu
 declare -A RES
 ORDER=()
 FAILED=0
-run_helper() { # mode(single|mass) recording(full|off) n
-    local target=bench-rec; [ "$2" = off ] && target=bench-norec
+run_helper() { # mode(single|mass|direct) recording(full|off|-) n
+    local target=bench-rec host="gw-$2"
+    [ "$2" = off ] && target=bench-norec
+    [ "$1" = direct ] && host=direct
     log "$1 termination, recording $2, $3 sessions"
     setsid python3 "$HELPER" "$1" --api "http://127.0.0.1:$APIPORT" --token-file "$TMP/data/admin.token" \
-        --ssh-config "$CFG" --host "gw-$2" --target "$target" --workdir "$TMP/clients_$1_$2" \
+        --ssh-config "$CFG" --host "$host" --target "$target" --workdir "$TMP/clients_$1_$2" \
         --n "$3" --pause "$PAUSE" --concurrency "$CONC" --label "$2" --watch-pid "$WG_PID" > "$TMP/result_$1_$2.json" &
     local hp=$!
     PGIDS+=("$hp")
@@ -256,9 +269,10 @@ run_helper() { # mode(single|mass) recording(full|off) n
     done
 }
 for m in $MODES; do
-    run_helper single "$m" "$SINGLE_N"
-    run_helper mass "$m" "$MASS_N"
+    [ "$SINGLE_N" -gt 0 ] && run_helper single "$m" "$SINGLE_N"
+    [ "$MASS_N" -gt 0 ] && run_helper mass "$m" "$MASS_N"
 done
+[ "$DIRECT" = 1 ] && [ "$MASS_N" -gt 0 ] && run_helper direct - "$MASS_N"
 HWM=$(awk '$1 == "VmHWM:" {printf "%.0f", $2 / 1024}' "/proc/$WG_PID/status" 2>/dev/null)
 
 # ---------------------------------------------------------------- report
@@ -280,11 +294,16 @@ for d in docs:
     e, a = d["exit_ms"], d["api_ms"]
     print(f"{d.get('recording','?'):<10} {d['n']:>5} {fmt(e['p50']):>9} {fmt(e['p90']):>9} {fmt(e['p99']):>9} {fmt(e['max']):>9} {fmt(a['p50']):>8} {fmt(a['p99']):>8}  {d['exit_codes']} {d['error_count']} errors {d['errors'][:2]}")
 print()
-print("Mass termination, one call (ms from the call; last = every client gone)")
+print("Mass termination, one call (ms from the call; last = every client gone;")
+print("direct = the peer baseline: the same clients straight to sshd, every session ended at the same instant)")
 print(f"{'recording':<10} {'n':>5} {'first':>8} {'p50':>8} {'p99':>8} {'last':>8} {'API':>8} {'setup s':>8} {'wg CPU s':>8} {'host CPU s':>10}  terminated/failed, exit codes, errors")
 for d in docs:
-    if d.get("mode") != "mass": continue
+    if d.get("mode") not in ("mass", "direct"): continue
     e = d["exit_ms"]
+    if d["mode"] == "direct":
+        w = d.get("window_cpu_s") or {}
+        print(f"{'direct':<10} {d['n']:>5} {fmt(e['first']):>8} {fmt(e['p50']):>8} {fmt(e['p99']):>8} {fmt(e['last']):>8} {'-':>8} {d['setup_s']:>8} {'-':>8} {fmt(w.get('host_busy')):>10}  {d['exit_codes']} {d['errors']}")
+        continue
     w = d.get("window_cpu_s") or {}
     print(f"{d.get('recording','?'):<10} {d['n']:>5} {fmt(e['first']):>8} {fmt(e['p50']):>8} {fmt(e['p99']):>8} {fmt(e['last']):>8} {fmt(d['api_ms']):>8} {d['setup_s']:>8} {fmt(w.get('wardengate')):>8} {fmt(w.get('host_busy')):>10}  {d['terminated']}/{d['failed']} {d['exit_codes']} {d['errors']} {d.get('failed_sample') or ''}")
 for d in docs:

@@ -253,21 +253,27 @@ async fn expire_in(
     Ok(expired)
 }
 
-/// Cancels the pending offer of a session that is ending (in the caller's transaction).
+/// Cancels the pending handoff offers of `sessions` (they are ending) at `now`, inside the
+/// caller's transaction; sessions without one are no-ops.
 pub(crate) async fn cancel_pending(
     tx: &mut Transaction<'static, Any>,
-    session: &str,
+    sessions: &[String],
     now: UnixMillis,
 ) -> Result<()> {
-    sqlx::query(
-        "UPDATE session_handoffs SET state = $1, decided_ms = $2 WHERE session_id = $3 AND state = $4",
-    )
-    .bind(HandoffState::Cancelled.as_str())
-    .bind(now)
-    .bind(session)
-    .bind(HandoffState::Pending.as_str())
-    .execute(&mut **tx)
-    .await?;
+    for ids in sessions.chunks(crate::slots::IN_LIST) {
+        let sql = format!(
+            "UPDATE session_handoffs SET state = $1, decided_ms = $2 WHERE state = $3 AND session_id IN ({})",
+            crate::sql::placeholders_from(4, ids.len())
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(HandoffState::Cancelled.as_str())
+            .bind(now)
+            .bind(HandoffState::Pending.as_str());
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

@@ -692,14 +692,16 @@ impl Store {
         patch: &SessionPatch,
         audit: &[NewAuditEvent],
     ) -> Result<bool> {
-        from.check_transition(to)?;
-        let mut tx = self.begin_write().await?;
-        if !transition_in(&mut tx, &self.chain, id, from, to, patch, audit).await? {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        tx.commit().await?;
-        Ok(true)
+        let moved = self
+            .transition_sessions(&[Transition {
+                id,
+                from,
+                to,
+                patch: patch.clone(),
+                audit: audit.to_vec(),
+            }])
+            .await?;
+        Ok(moved.first().copied().unwrap_or(false))
     }
 
     /// Many [`Store::transition_session`]s in one transaction (e.g. a mass termination: one
@@ -710,14 +712,16 @@ impl Store {
         for m in moves {
             m.from.check_transition(m.to)?;
         }
-        let mut tx = self.begin_write().await?;
-        let mut moved = Vec::with_capacity(moves.len());
-        for m in moves {
-            moved.push(
-                transition_in(&mut tx, &self.chain, m.id, m.from, m.to, &m.patch, &m.audit).await?,
-            );
+        if moves.is_empty() {
+            return Ok(Vec::new());
         }
-        tx.commit().await?;
+        let mut tx = self.begin_write().await?;
+        let moved = transitions_in(&mut tx, &self.chain, moves).await?;
+        if moved.iter().any(|m| *m) {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
         Ok(moved)
     }
 
@@ -950,30 +954,38 @@ async fn update_in_state(
     Ok(args.bind(&sql).execute(&mut **tx).await?.rows_affected() > 0)
 }
 
-/// One compare-and-set transition inside `tx` (see [`Store::transition_session`]): `false` when
-/// the session is not in `from`, leaving the transaction as it was.
-async fn transition_in(
+/// The compare-and-set transitions of [`Store::transition_sessions`] inside `tx`; returns, in
+/// order, which ones moved. Set-oriented after the per-session compare-and-set UPDATEs: the
+/// sessions that moved to `closing` or `closed` free their concurrency slots (exactly once: the
+/// slot rows go in this same transaction) and void their pending handoff offers together, and the
+/// audit events of the moves that happened are appended in one batch, in the order given.
+async fn transitions_in(
     tx: &mut Transaction<'static, Any>,
     chain: &wg_domain::audit::ChainHasher,
-    id: SessionId,
-    from: SessionState,
-    to: SessionState,
-    patch: &SessionPatch,
-    audit: &[NewAuditEvent],
-) -> Result<bool> {
-    if !update_in_state(tx, id, from, Some(to), patch, "").await? {
-        return Ok(false);
+    moves: &[Transition],
+) -> Result<Vec<bool>> {
+    let mut moved = Vec::with_capacity(moves.len());
+    for m in moves {
+        moved.push(update_in_state(tx, m.id, m.from, Some(m.to), &m.patch, "").await?);
     }
-    if matches!(to, SessionState::Closing | SessionState::Closed) {
-        // The session is ending: its concurrency slots are free from now on (exactly once:
-        // the slot rows go in this same transaction), and a pending handoff is void.
-        slots::release(tx, &id.to_string()).await?;
-        handoffs::cancel_pending(tx, &id.to_string(), now_millis()).await?;
+    let ending: Vec<String> = moves
+        .iter()
+        .zip(&moved)
+        .filter(|(m, ok)| **ok && matches!(m.to, SessionState::Closing | SessionState::Closed))
+        .map(|(m, _)| m.id.to_string())
+        .collect();
+    if !ending.is_empty() {
+        slots::release(tx, &ending).await?;
+        handoffs::cancel_pending(tx, &ending, now_millis()).await?;
     }
-    for event in audit {
-        append_in(tx, chain, event).await?;
-    }
-    Ok(true)
+    let audit: Vec<NewAuditEvent> = moves
+        .iter()
+        .zip(&moved)
+        .filter(|(_, ok)| **ok)
+        .flat_map(|(m, _)| m.audit.iter().cloned())
+        .collect();
+    chain::append_many(tx, chain, &audit).await?;
+    Ok(moved)
 }
 
 #[cfg(test)]

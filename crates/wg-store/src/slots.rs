@@ -12,6 +12,7 @@
 use sqlx::{Any, Transaction};
 
 use crate::Result;
+use crate::sql::placeholders;
 
 /// One scope's claim on a concurrency slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,29 +118,52 @@ pub(crate) async fn take(
     Ok(None)
 }
 
-/// Releases every slot `session` holds (none if it holds none or already released them).
-pub(crate) async fn release(tx: &mut Transaction<'static, Any>, session: &str) -> Result<()> {
-    // One counter at a time, in the sorted order of `lock_counters` (a single UPDATE over
-    // several rows would lock them in the table's physical order).
-    let held: Vec<(String, String)> = sqlx::query_as(
-        "SELECT scope, key FROM session_slots WHERE session_id = $1 ORDER BY scope, key",
-    )
-    .bind(session)
-    .fetch_all(&mut **tx)
-    .await?;
-    for (scope, key) in held {
-        sqlx::query("UPDATE slot_counters SET used = used - 1 WHERE scope = $1 AND key = $2")
+/// Frees every slot the `sessions` hold (they are ending), inside the caller's transaction.
+/// Each counter is decremented once by the number of slots the batch holds under it, the
+/// counters in the sorted order of `lock_counters` (a single UPDATE over several rows would
+/// lock them in the table's physical order); then the slot rows go. Sessions holding none are
+/// no-ops.
+pub(crate) async fn release(tx: &mut Transaction<'static, Any>, sessions: &[String]) -> Result<()> {
+    let mut held: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for ids in sessions.chunks(IN_LIST) {
+        let sql = format!(
+            "SELECT scope, key, COUNT(*) AS n FROM session_slots WHERE session_id IN ({}) \
+             GROUP BY scope, key",
+            placeholders(ids.len())
+        );
+        let mut q = sqlx::query_as::<_, (String, String, i64)>(&sql);
+        for id in ids {
+            q = q.bind(id);
+        }
+        for (scope, key, n) in q.fetch_all(&mut **tx).await? {
+            *held.entry((scope, key)).or_default() += n;
+        }
+    }
+    // Sorted over the whole batch, not per IN list: one order for every transaction.
+    for ((scope, key), n) in held {
+        sqlx::query("UPDATE slot_counters SET used = used - $1 WHERE scope = $2 AND key = $3")
+            .bind(n)
             .bind(scope)
             .bind(key)
             .execute(&mut **tx)
             .await?;
     }
-    sqlx::query("DELETE FROM session_slots WHERE session_id = $1")
-        .bind(session)
-        .execute(&mut **tx)
-        .await?;
+    for ids in sessions.chunks(IN_LIST) {
+        let sql = format!(
+            "DELETE FROM session_slots WHERE session_id IN ({})",
+            placeholders(ids.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }
+
+/// Session IDs per `IN (…)` list: well below both engines' bound-parameter limits.
+pub(crate) const IN_LIST: usize = 500;
 
 /// Moves the slot `session` holds in `claim.scope` to `claim.key` (e.g. the `actor` slot from the
 /// previous owner to the new one): releases the slot held in that scope, if any, and takes one

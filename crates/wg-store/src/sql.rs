@@ -69,7 +69,12 @@ impl Args {
 
 /// `$1, $2, …, $n`.
 pub(crate) fn placeholders(n: usize) -> String {
-    (1..=n)
+    placeholders_from(1, n)
+}
+
+/// `$first, …, $(first + n - 1)`: `n` placeholders after `first - 1` others.
+pub(crate) fn placeholders_from(first: usize, n: usize) -> String {
+    (first..first + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")

@@ -189,6 +189,7 @@ both_engines!(
     journal_events_apply_once_and_positions_only_advance,
     a_late_seal_is_recorded_once_and_only_for_a_closed_session,
     many_transitions_commit_together_each_a_compare_and_set,
+    a_batch_of_ending_sessions_frees_each_slot_once,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2734,4 +2735,103 @@ async fn many_transitions_commit_together_each_a_compare_and_set(db: &TestDb) {
         SessionState::Idle
     );
     verify_chain(&store).await;
+}
+
+/// A mass termination's batch: more sessions than one `IN (…)` list holds, two actors and two
+/// targets. Every slot is freed exactly once (on the way to `closing`, not again on `closed`),
+/// the audit events of the moves that happened are chained in the order given, and a move that
+/// does not happen contributes none.
+async fn a_batch_of_ending_sessions_frees_each_slot_once(db: &TestDb) {
+    let store = db.store().await;
+    const N: usize = 520;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        let (actor, target) = if i % 2 == 0 {
+            ("alice@corp", "web-01")
+        } else {
+            ("bob@corp", "web-02")
+        };
+        let s = session(1_000 + i as i64, actor, target);
+        store.insert_session(&s, None).await.unwrap();
+        let ok = store
+            .approve_session(
+                s.id,
+                &SessionPatch::default(),
+                &[],
+                &claims(actor, target, 10_000),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ok, Ok(true));
+        ids.push(s.id);
+    }
+    assert_eq!(usage(&store, "actor", "alice@corp").await, (N / 2) as i64);
+    assert_eq!(usage(&store, "target", "web-02").await, (N / 2) as i64);
+    let before = verify_chain(&store).await;
+    let ev = |id, kind: &str| NewAuditEvent::new(kind).actor("olga@corp").session(id);
+    // One stale move (the first session is not `active`) in front of the others.
+    let mut moves = vec![wg_store::Transition {
+        id: ids[0],
+        from: SessionState::Active,
+        to: SessionState::Closing,
+        patch: SessionPatch::default(),
+        audit: vec![ev(ids[0], kinds::SESSION_TERMINATED)],
+    }];
+    moves.extend(ids[1..].iter().map(|&id| wg_store::Transition {
+        id,
+        from: SessionState::Approved,
+        to: SessionState::Closing,
+        patch: SessionPatch {
+            end_reason: Some(EndReason::Terminated),
+            ..SessionPatch::default()
+        },
+        audit: vec![ev(id, kinds::SESSION_TERMINATED)],
+    }));
+    let moved = store.transition_sessions(&moves).await.unwrap();
+    assert!(!moved[0]);
+    assert!(moved[1..].iter().all(|m| *m));
+    // The first session still holds its two slots; every other one was freed.
+    assert_eq!(usage(&store, "actor", "alice@corp").await, 1);
+    assert_eq!(usage(&store, "target", "web-01").await, 1);
+    assert_eq!(usage(&store, "actor", "bob@corp").await, 0);
+    assert_eq!(usage(&store, "target", "web-02").await, 0);
+    let events = all_audit(&store).await;
+    let terminated: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == kinds::SESSION_TERMINATED)
+        .filter_map(|e| e.session.clone())
+        .collect();
+    let expected: Vec<String> = ids[1..].iter().map(|id| id.to_string()).collect();
+    assert_eq!(
+        terminated, expected,
+        "one event per move, in the order given"
+    );
+    assert_eq!(verify_chain(&store).await, before + (N as i64 - 1));
+    // Closing them adds two events each and frees nothing twice.
+    let closes: Vec<_> = ids[1..]
+        .iter()
+        .map(|&id| wg_store::Transition {
+            id,
+            from: SessionState::Closing,
+            to: SessionState::Closed,
+            patch: SessionPatch::default(),
+            audit: vec![
+                ev(id, kinds::RECORDING_SEALED),
+                ev(id, kinds::SESSION_CLOSED),
+            ],
+        })
+        .collect();
+    let moved = store.transition_sessions(&closes).await.unwrap();
+    assert!(moved.iter().all(|m| *m));
+    assert_eq!(usage(&store, "actor", "alice@corp").await, 1);
+    assert_eq!(usage(&store, "target", "web-01").await, 1);
+    assert_eq!(
+        verify_chain(&store).await,
+        before + 3 * (N as i64 - 1),
+        "the chain verifies across multi-row inserts"
+    );
+    // A batch in which nothing moves writes nothing.
+    let again = store.transition_sessions(&closes[..3]).await.unwrap();
+    assert_eq!(again, vec![false; 3]);
+    assert_eq!(verify_chain(&store).await, before + 3 * (N as i64 - 1));
 }
