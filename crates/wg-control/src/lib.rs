@@ -14,7 +14,11 @@ pub mod gateways;
 pub mod grpc;
 #[cfg(test)]
 mod handoff_tests;
+#[cfg(test)]
+mod journal_tests;
 mod service;
+#[cfg(test)]
+mod test_rig;
 pub mod tls;
 pub mod vault;
 mod views;

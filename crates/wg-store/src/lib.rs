@@ -204,6 +204,59 @@ impl SessionPatch {
     pub fn is_empty(&self) -> bool {
         self == &SessionPatch::default()
     }
+
+    /// Applies the patch to a record in memory, as the UPDATE of a transition applies it to the
+    /// row (set fields replace, unset ones stay): for a caller planning several transitions of
+    /// one session in one batch, whose later steps depend on the earlier steps' fields.
+    pub fn apply_to(&self, rec: &mut SessionRecord) {
+        // Destructured, so that a new field cannot be forgotten here.
+        let SessionPatch {
+            account,
+            vault_path,
+            policy,
+            recording_mode,
+            pty_term,
+            pty_cols,
+            pty_rows,
+            recording_chunks,
+            recording_bytes,
+            recording_status,
+            recording_sha256,
+            opened_ms,
+            last_input_ms,
+            ended_ms,
+            end_reason,
+            end_detail,
+            exit_status,
+        } = self.clone();
+        fn set<T>(field: &mut T, v: Option<T>) {
+            if let Some(v) = v {
+                *field = v;
+            }
+        }
+        fn set_opt<T>(field: &mut Option<T>, v: Option<T>) {
+            if v.is_some() {
+                *field = v;
+            }
+        }
+        set_opt(&mut rec.account, account);
+        set_opt(&mut rec.vault_path, vault_path);
+        set_opt(&mut rec.policy, policy);
+        set(&mut rec.recording_mode, recording_mode);
+        set_opt(&mut rec.pty_term, pty_term);
+        set_opt(&mut rec.pty_cols, pty_cols);
+        set_opt(&mut rec.pty_rows, pty_rows);
+        set(&mut rec.recording_chunks, recording_chunks);
+        set(&mut rec.recording_bytes, recording_bytes);
+        set(&mut rec.recording_status, recording_status);
+        set_opt(&mut rec.recording_sha256, recording_sha256);
+        set_opt(&mut rec.opened_ms, opened_ms);
+        set(&mut rec.last_input_ms, last_input_ms);
+        set_opt(&mut rec.ended_ms, ended_ms);
+        set_opt(&mut rec.end_reason, end_reason);
+        set_opt(&mut rec.end_detail, end_detail);
+        set_opt(&mut rec.exit_status, exit_status);
+    }
 }
 
 /// One move of [`Store::transition_sessions`].
@@ -624,6 +677,26 @@ impl Store {
             .transpose()
     }
 
+    /// The sessions among `ids` that exist, in no particular order (unknown IDs are left out).
+    pub async fn get_sessions(&self, ids: &[SessionId]) -> Result<Vec<SessionRecord>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(slots::IN_LIST) {
+            let sql = format!(
+                "SELECT {} FROM sessions WHERE id IN ({})",
+                SESSION_COLUMNS.join(", "),
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.to_string());
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                out.push(session_from_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Sessions matching `filter`, newest first.
     pub async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionRecord>> {
         let mut args = Args::default();
@@ -707,7 +780,10 @@ impl Store {
     /// Many [`Store::transition_session`]s in one transaction (e.g. a mass termination: one
     /// commit instead of one per session). Each is a compare-and-set of its own: the result says,
     /// in order, which ones moved; one that finds its session elsewhere changes nothing and does
-    /// not hold the others back. Errors (and changes nothing) when any is not a lifecycle edge.
+    /// not hold the others back. Several moves of one session form a chain, applied in order:
+    /// after one of them fails, the session's later moves are not attempted (`false`), since they
+    /// were planned from a state it is not in. Errors (and changes nothing) when any is not a
+    /// lifecycle edge.
     pub async fn transition_sessions(&self, moves: &[Transition]) -> Result<Vec<bool>> {
         for m in moves {
             m.from.check_transition(m.to)?;
@@ -965,8 +1041,14 @@ async fn transitions_in(
     moves: &[Transition],
 ) -> Result<Vec<bool>> {
     let mut moved = Vec::with_capacity(moves.len());
+    let mut broken: std::collections::HashSet<SessionId> = Default::default();
     for m in moves {
-        moved.push(update_in_state(tx, m.id, m.from, Some(m.to), &m.patch, "").await?);
+        let ok = !broken.contains(&m.id)
+            && update_in_state(tx, m.id, m.from, Some(m.to), &m.patch, "").await?;
+        if !ok {
+            broken.insert(m.id);
+        }
+        moved.push(ok);
     }
     let ending: Vec<String> = moves
         .iter()

@@ -2720,6 +2720,27 @@ async fn many_transitions_commit_together_each_a_compare_and_set(db: &TestDb) {
             .count(),
         1
     );
+    // Moves of one session are a chain: after its first move fails, its later ones are not
+    // attempted, even one whose `from` the session happens to be in (it was planned from the
+    // state the failed move would have left).
+    let chained = store
+        .transition_sessions(&[
+            to_closing(a.id, SessionState::Active),
+            wg_store::Transition {
+                id: a.id,
+                from: SessionState::Closing,
+                to: SessionState::Closed,
+                patch: SessionPatch::default(),
+                audit: vec![ev(a.id)],
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(chained, vec![false, false]);
+    assert_eq!(
+        store.get_session(a.id).await.unwrap().unwrap().state,
+        SessionState::Closing
+    );
     // An illegal edge anywhere refuses the whole batch, before anything is written.
     let mut bad = to_closing(b.id, SessionState::Idle);
     bad.to = SessionState::Active;

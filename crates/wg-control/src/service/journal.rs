@@ -69,61 +69,88 @@ impl ControlPlane {
         let start = store.journal_position(gateway, journal).await?;
         let mut done = start;
         let mut sever = Vec::new();
-        for (seq, event) in events {
-            if seq <= done {
-                continue;
-            }
-            if seq != done + 1 {
-                tracing::warn!(
-                    gateway,
-                    journal,
-                    expected = done + 1,
-                    got = seq,
-                    "journal events missing"
-                );
-            }
-            let outcome = match event {
+        let mut events = events
+            .into_iter()
+            .filter(|(seq, _)| *seq > start)
+            .peekable();
+        'batch: while let Some((seq, event)) = events.next() {
+            // A run of consecutive reports is applied together (one transaction); each keeps
+            // its own outcome, handled in journal order below.
+            let mut run: Vec<(u64, Report)> = Vec::new();
+            let single = match event {
                 JournalEvent::Report(report) => {
-                    let session = report.session.clone();
-                    let r = self.report(gateway, report).await;
-                    if let Err(e) = &r
-                        && e.code() == ErrorCode::Conflict
-                        && self.is_closed(&session).await
-                    {
-                        sever.push(session);
+                    run.push((seq, report));
+                    while let Some((_, JournalEvent::Report(_))) = events.peek() {
+                        if let Some((seq, JournalEvent::Report(report))) = events.next() {
+                            run.push((seq, report));
+                        }
                     }
-                    r
+                    None
                 }
-                JournalEvent::Audit {
-                    session,
-                    kind,
-                    details_json,
-                } => match self
-                    .gateway_audit_event(gateway, &session, &kind, &details_json)
-                    .await
-                {
-                    Ok(ev) => store
-                        .append_journal_audit(gateway, journal, seq, &ev)
-                        .await
-                        .map(|_| ())
-                        .map_err(ControlError::from),
-                    Err(e) => Err(e),
-                },
-                JournalEvent::Malformed(why) => Err(ControlError::bad_request(why)),
+                other => Some((seq, other)),
             };
-            match outcome {
-                Ok(()) => {}
-                // Only an unavailable store may pass; anything else would block the journal
-                // for good behind one event.
-                Err(e) if e.code() == ErrorCode::Unavailable => {
-                    tracing::warn!(gateway, journal, seq, error = %e, "cannot apply a journaled event now");
-                    break;
+            let outcomes: Vec<(u64, Option<String>, Result<(), ControlError>)> = match single {
+                None => {
+                    let reports: Vec<Report> = run.iter().map(|(_, r)| r.clone()).collect();
+                    let results = self.reports(gateway, &reports).await;
+                    run.into_iter()
+                        .zip(results)
+                        .map(|((seq, r), res)| (seq, Some(r.session), res))
+                        .collect()
                 }
-                Err(e) => {
-                    tracing::warn!(gateway, journal, seq, error = %e, "journaled event rejected");
+                Some((seq, event)) => {
+                    let res = match event {
+                        JournalEvent::Report(_) => Ok(()), // never: reports go in runs
+                        JournalEvent::Audit {
+                            session,
+                            kind,
+                            details_json,
+                        } => match self
+                            .gateway_audit_event(gateway, &session, &kind, &details_json)
+                            .await
+                        {
+                            Ok(ev) => store
+                                .append_journal_audit(gateway, journal, seq, &ev)
+                                .await
+                                .map(|_| ())
+                                .map_err(ControlError::from),
+                            Err(e) => Err(e),
+                        },
+                        JournalEvent::Malformed(why) => Err(ControlError::bad_request(why)),
+                    };
+                    vec![(seq, None, res)]
                 }
+            };
+            for (seq, session, outcome) in outcomes {
+                if seq != done + 1 {
+                    tracing::warn!(
+                        gateway,
+                        journal,
+                        expected = done + 1,
+                        got = seq,
+                        "journal events missing"
+                    );
+                }
+                match outcome {
+                    Ok(()) => {}
+                    // Only an unavailable store may pass; anything else would block the
+                    // journal for good behind one event.
+                    Err(e) if e.code() == ErrorCode::Unavailable => {
+                        tracing::warn!(gateway, journal, seq, error = %e, "cannot apply a journaled event now");
+                        break 'batch;
+                    }
+                    Err(e) => {
+                        if e.code() == ErrorCode::Conflict
+                            && let Some(session) = &session
+                            && self.is_closed(session).await
+                        {
+                            sever.push(session.clone());
+                        }
+                        tracing::warn!(gateway, journal, seq, error = %e, "journaled event rejected");
+                    }
+                }
+                done = seq;
             }
-            done = seq;
         }
         if done > start {
             store.advance_journal(gateway, journal, done).await?;

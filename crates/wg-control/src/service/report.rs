@@ -19,73 +19,159 @@ impl ControlPlane {
     /// # Errors
     /// `not_found`, `forbidden` (another gateway's session), `conflict` (illegal transition).
     pub async fn report(&self, gateway: &str, report: Report) -> Result<(), ControlError> {
-        let id: SessionId = report
-            .session
-            .parse()
-            .map_err(|e: wg_domain::ids::BadSessionId| ControlError::bad_request(e.to_string()))?;
-        let to: SessionState =
-            report
-                .state
-                .parse()
-                .map_err(|e: wg_domain::lifecycle::UnknownName| {
-                    ControlError::bad_request(e.to_string())
-                })?;
+        let (id, to) = parse_report(&report)?;
         for _attempt in 0..5 {
-            let Some(cur) = self.inner.store.get_session(id).await? else {
+            let Some(mut cur) = self.inner.store.get_session(id).await? else {
                 return Err(ControlError::not_found(format!("no session {id}")));
             };
-            if cur.gateway != gateway {
-                return Err(ControlError::new(
-                    ErrorCode::Forbidden,
-                    format!("session {id} belongs to gateway {}", cur.gateway),
-                ));
-            }
-            // A lost gateway came back and severed a session the control plane closed while it
-            // could not hear from it: the recording it has just sealed is the session's.
-            if cur.state == SessionState::Closed
-                && to == SessionState::Closed
-                && cur.recording_sha256.is_none()
-                && let Some(seal) = &report.recording
-            {
-                self.record_late_seal(&cur, seal).await?;
-                return Ok(());
-            }
-            // Already there, or a `closing` overtaken by the close itself (a terminate closes
-            // the session from the gateway's outcome, before the gateway's own reports arrive).
-            if cur.state == to || (cur.state == SessionState::Closed && to == SessionState::Closing)
-            {
-                return Ok(());
-            }
-            let Some(path) = cur.state.path_to(to) else {
-                tracing::warn!(session = %id, from = %cur.state, to = %to, gateway, "rejected out-of-order session report");
-                return Err(ControlError::new(
-                    ErrorCode::Conflict,
-                    format!("illegal session transition {} -> {to}", cur.state),
-                ));
-            };
-            let mut from = cur.state;
-            let mut raced = false;
-            for step in path {
-                let (patch, events) = self.step_effects(&cur, step, &report).await?;
-                if !self
-                    .inner
-                    .store
-                    .transition_session(id, from, step, &patch, &events)
-                    .await?
-                {
-                    raced = true;
-                    break;
+            let moves = match plan(gateway, &cur, to, &report)? {
+                Plan::Nothing => return Ok(()),
+                Plan::LateSeal(seal) => {
+                    self.record_late_seal(&cur, seal).await?;
+                    return Ok(());
                 }
-                from = step;
-            }
-            if !raced {
+                Plan::Walk(path) => self.walk(&mut cur, path, &report).await?,
+            };
+            let moved = self.inner.store.transition_sessions(&moves).await?;
+            if moved.iter().all(|m| *m) {
                 return Ok(());
             }
+            // Raced with another writer: what moved stays, the rest is planned again from
+            // the session as it is now.
         }
         Err(ControlError::new(
             ErrorCode::Conflict,
             format!("session {id} kept changing; report not applied"),
         ))
+    }
+
+    /// Applies a run of consecutive lifecycle reports of one gateway's journal (in journal
+    /// order) and returns one outcome per report, in the same order, each what [`Self::report`]
+    /// would return. The sessions are read in one query and every planned transition goes in
+    /// one transaction ([`wg_store::Store::transition_sessions`]); a report whose walk raced
+    /// with another writer, needs its late seal recorded, or could not be planned, is applied by
+    /// [`Self::report`] after the batch, with every later report of its session, in order. (A
+    /// mass termination makes a gateway report `closing` and `closed` for a thousand sessions
+    /// within a second: one transaction per batch instead of one per report.)
+    pub async fn reports(
+        &self,
+        gateway: &str,
+        reports: &[Report],
+    ) -> Vec<Result<(), ControlError>> {
+        let mut out: Vec<Option<Result<(), ControlError>>> = vec![None; reports.len()];
+        let mut parsed = Vec::with_capacity(reports.len());
+        for (i, r) in reports.iter().enumerate() {
+            match parse_report(r) {
+                Ok((id, to)) => parsed.push((i, id, to)),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        let mut ids: Vec<SessionId> = parsed.iter().map(|p| p.1).collect();
+        ids.sort();
+        ids.dedup();
+        let mut current: std::collections::HashMap<SessionId, SessionRecord> =
+            match self.inner.store.get_sessions(&ids).await {
+                Ok(records) => records.into_iter().map(|r| (r.id, r)).collect(),
+                Err(e) => {
+                    let e = ControlError::from(e);
+                    return out
+                        .into_iter()
+                        .map(|o| o.unwrap_or_else(|| Err(e.clone())))
+                        .collect();
+                }
+            };
+        // Reports left to the one-by-one path, and the sessions whose later reports follow them.
+        let mut one_by_one: Vec<usize> = Vec::new();
+        let mut left: std::collections::HashSet<SessionId> = Default::default();
+        let mut moves = Vec::new();
+        let mut owner = Vec::new();
+        for (i, id, to) in parsed {
+            if left.contains(&id) {
+                one_by_one.push(i);
+                continue;
+            }
+            let Some(cur) = current.get_mut(&id) else {
+                out[i] = Some(Err(ControlError::not_found(format!("no session {id}"))));
+                continue;
+            };
+            match plan(gateway, cur, to, &reports[i]) {
+                Err(e) => out[i] = Some(Err(e)),
+                Ok(Plan::Nothing) => out[i] = Some(Ok(())),
+                Ok(Plan::LateSeal(_)) => {
+                    left.insert(id);
+                    one_by_one.push(i);
+                }
+                Ok(Plan::Walk(path)) => {
+                    // Planned on a copy: a step that cannot be planned leaves the record as
+                    // it was, and the report goes the one-by-one way (which reports why).
+                    let mut next = cur.clone();
+                    match self.walk(&mut next, path, &reports[i]).await {
+                        Ok(planned) => {
+                            *cur = next;
+                            owner.extend(std::iter::repeat_n(i, planned.len()));
+                            moves.extend(planned);
+                        }
+                        Err(_) => {
+                            left.insert(id);
+                            one_by_one.push(i);
+                        }
+                    }
+                }
+            }
+        }
+        let moved = match self.inner.store.transition_sessions(&moves).await {
+            Ok(moved) => moved,
+            // Nothing of the batch was applied: each planned report goes one by one.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot apply a batch of session reports; applying them one by one");
+                vec![false; moves.len()]
+            }
+        };
+        let mut raced = vec![false; reports.len()];
+        for (i, ok) in owner.iter().zip(&moved) {
+            if !ok {
+                raced[*i] = true;
+            }
+        }
+        for &i in owner.iter() {
+            if raced[i] {
+                one_by_one.push(i);
+            } else {
+                out[i].get_or_insert(Ok(()));
+            }
+        }
+        one_by_one.sort_unstable();
+        one_by_one.dedup();
+        for i in one_by_one {
+            out[i] = Some(self.report(gateway, reports[i].clone()).await);
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(ControlError::internal("report not applied"))))
+            .collect()
+    }
+
+    /// The transitions of a walk along `path` from `cur`, each step planned from the record as
+    /// the previous steps leave it (`cur` is updated in memory, state and fields).
+    async fn walk(
+        &self,
+        cur: &mut SessionRecord,
+        path: Vec<SessionState>,
+        report: &Report,
+    ) -> Result<Vec<wg_store::Transition>, ControlError> {
+        let mut moves = Vec::with_capacity(path.len());
+        for step in path {
+            let (patch, audit) = self.step_effects(cur, step, report).await?;
+            patch.apply_to(cur);
+            moves.push(wg_store::Transition {
+                id: cur.id,
+                from: cur.state,
+                to: step,
+                patch,
+                audit,
+            });
+            cur.state = step;
+        }
+        Ok(moves)
     }
 
     pub(super) async fn step_effects(
@@ -428,4 +514,73 @@ pub struct ProgressItem {
     pub pty: Option<(String, u32, u32)>,
     /// Recording progress: (chunks started, stream bytes written).
     pub recording: Option<(u32, u64)>,
+}
+
+/// What a report asks of a session as it is.
+enum Plan<'a> {
+    /// Already there (or a `closing` overtaken by the close itself).
+    Nothing,
+    /// A lost gateway came back and severed a session the control plane closed while it could
+    /// not hear from it: the recording it has just sealed is the session's.
+    LateSeal(&'a SealInfo),
+    /// The lifecycle's states from the current one to the reported one, in order.
+    Walk(Vec<SessionState>),
+}
+
+/// The one decision of a lifecycle report, for [`ControlPlane::report`] and
+/// [`ControlPlane::reports`].
+///
+/// # Errors
+/// `forbidden` (another gateway's session), `conflict` (the lifecycle cannot reach the state).
+fn plan<'a>(
+    gateway: &str,
+    cur: &SessionRecord,
+    to: SessionState,
+    report: &'a Report,
+) -> Result<Plan<'a>, ControlError> {
+    let id = cur.id;
+    if cur.gateway != gateway {
+        return Err(ControlError::new(
+            ErrorCode::Forbidden,
+            format!("session {id} belongs to gateway {}", cur.gateway),
+        ));
+    }
+    if cur.state == SessionState::Closed
+        && to == SessionState::Closed
+        && cur.recording_sha256.is_none()
+        && let Some(seal) = &report.recording
+    {
+        return Ok(Plan::LateSeal(seal));
+    }
+    // Already there, or a `closing` overtaken by the close itself (a terminate closes the
+    // session from the gateway's outcome, before the gateway's own reports arrive).
+    if cur.state == to || (cur.state == SessionState::Closed && to == SessionState::Closing) {
+        return Ok(Plan::Nothing);
+    }
+    match cur.state.path_to(to) {
+        Some(path) => Ok(Plan::Walk(path)),
+        None => {
+            tracing::warn!(session = %id, from = %cur.state, to = %to, gateway, "rejected out-of-order session report");
+            Err(ControlError::new(
+                ErrorCode::Conflict,
+                format!("illegal session transition {} -> {to}", cur.state),
+            ))
+        }
+    }
+}
+
+/// A report's session ID and state.
+///
+/// # Errors
+/// `bad_request` for a malformed ID or an unknown state name.
+fn parse_report(report: &Report) -> Result<(SessionId, SessionState), ControlError> {
+    let id: SessionId = report
+        .session
+        .parse()
+        .map_err(|e: wg_domain::ids::BadSessionId| ControlError::bad_request(e.to_string()))?;
+    let to: SessionState = report
+        .state
+        .parse()
+        .map_err(|e: wg_domain::lifecycle::UnknownName| ControlError::bad_request(e.to_string()))?;
+    Ok((id, to))
 }

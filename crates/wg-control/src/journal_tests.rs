@@ -1,0 +1,187 @@
+//! A gateway's journal applied in batches ([`ControlPlane::apply_journal`]): a run of lifecycle
+//! reports goes in one transaction, yet each report keeps the outcome and the effects it has when
+//! applied alone, in journal order.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use wg_domain::SessionState;
+use wg_domain::api::SealInfo;
+use wg_domain::lifecycle::EndReason;
+
+use crate::test_rig::Rig;
+use crate::{JournalEvent, Report};
+
+fn report(session: &str, state: &str) -> Report {
+    Report {
+        session: session.to_owned(),
+        state: state.to_owned(),
+        time_ms: wg_domain::time::now_millis(),
+        ..Report::default()
+    }
+}
+
+fn closed(session: &str, exit_status: i32, sealed: bool) -> Report {
+    Report {
+        end_reason: Some(EndReason::ClientExit),
+        exit_status: Some(exit_status),
+        recording: sealed.then(|| SealInfo {
+            chunks: 1,
+            bytes: 42,
+            sha256: "ab".repeat(32),
+            status: "sealed".into(),
+        }),
+        ..report(session, "closed")
+    }
+}
+
+fn numbered(reports: Vec<Report>) -> Vec<(u64, JournalEvent)> {
+    reports
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| (i as u64 + 1, JournalEvent::Report(r)))
+        .collect()
+}
+
+impl Rig {
+    async fn state(&self, id: &str) -> SessionState {
+        self.control
+            .store()
+            .get_session(id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+    }
+}
+
+#[tokio::test]
+async fn a_run_of_reports_has_each_reports_own_outcome_and_effects() {
+    let rig = Rig::new().await;
+    let a = rig.live_session("alice@corp").await;
+    let b = rig.live_session("dan@corp").await;
+    let c = rig.live_session("alice@corp").await;
+    assert_eq!(rig.used("actor", "alice@corp").await, 2);
+    let batch = numbered(vec![
+        // a: two reports of one session in one run, the second planned from the first.
+        report(&a, "closing"),
+        closed(&a, 0, true),
+        // b: a state the lifecycle cannot reach from `active`: rejected, b untouched.
+        report(&b, "opened"),
+        // A malformed session ID: rejected.
+        report("sess_nope", "closed"),
+        // c: `closed` straight from `active` walks through `closing` in the same batch.
+        closed(&c, 3, false),
+    ]);
+    let ack = rig
+        .control
+        .apply_journal("gw-1", "journal-1", batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(ack.applied_through, 5, "rejected reports count as applied");
+    assert_eq!(rig.state(&a).await, SessionState::Closed);
+    assert_eq!(rig.state(&b).await, SessionState::Active);
+    assert_eq!(rig.state(&c).await, SessionState::Closed);
+    let a_rec = rig
+        .control
+        .store()
+        .get_session(a.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a_rec.end_reason, Some(EndReason::ClientExit));
+    assert_eq!(a_rec.recording_status, "sealed");
+    assert_eq!(a_rec.exit_status, Some(0));
+    let c_rec = rig
+        .control
+        .store()
+        .get_session(c.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c_rec.exit_status, Some(3));
+    assert_eq!(rig.used("actor", "alice@corp").await, 0, "slots freed once");
+    assert_eq!(rig.used("actor", "dan@corp").await, 1);
+    for id in [&a, &c] {
+        assert_eq!(rig.events(id, "session.closed").await.len(), 1);
+    }
+    assert_eq!(rig.events(&a, "recording.sealed").await.len(), 1);
+    assert!(rig.events(&c, "recording.sealed").await.is_empty());
+    // The same batch again (a replica handed it twice, or a replay): nothing applies twice.
+    let again = rig
+        .control
+        .apply_journal("gw-1", "journal-1", batch)
+        .await
+        .unwrap();
+    assert_eq!(again.applied_through, 5);
+    for id in [&a, &c] {
+        assert_eq!(rig.events(id, "session.closed").await.len(), 1);
+    }
+    let verify = rig.control.audit_verify().await.unwrap();
+    assert!(verify.ok, "{:?}", verify.error);
+}
+
+#[tokio::test]
+async fn reports_about_another_gateways_sessions_change_nothing() {
+    let rig = Rig::new().await;
+    let a = rig.live_session("alice@corp").await;
+    let results = rig
+        .control
+        .reports("gw-2", &[report(&a, "closing"), closed(&a, 0, false)])
+        .await;
+    assert_eq!(results.len(), 2);
+    for r in &results {
+        assert_eq!(
+            r.as_ref().unwrap_err().code(),
+            wg_domain::ErrorCode::Forbidden
+        );
+    }
+    assert_eq!(rig.state(&a).await, SessionState::Active);
+    assert_eq!(rig.used("actor", "alice@corp").await, 1);
+}
+
+#[tokio::test]
+async fn reports_overtaken_by_a_termination_keep_its_detail() {
+    let rig = Rig::new().await;
+    let a = rig.live_session("alice@corp").await;
+    // A termination moves the session to `closing` while the gateway's own reports are on
+    // their way: its `closing` is then already applied, its `closed` closes the session.
+    let id = a.parse().unwrap();
+    assert!(
+        rig.control
+            .store()
+            .transition_session(
+                id,
+                SessionState::Active,
+                SessionState::Closing,
+                &wg_store::SessionPatch {
+                    end_detail: Some("operator said so".into()),
+                    ..Default::default()
+                },
+                &[],
+            )
+            .await
+            .unwrap()
+    );
+    let results = rig
+        .control
+        .reports(
+            "gw-1",
+            &[
+                report(&a, "closing"),
+                Report {
+                    end_detail: Some("the gateway's own detail".into()),
+                    ..closed(&a, 0, false)
+                },
+            ],
+        )
+        .await;
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let rec = rig.control.store().get_session(id).await.unwrap().unwrap();
+    assert_eq!(rec.state, SessionState::Closed);
+    assert_eq!(
+        rec.end_detail.as_deref(),
+        Some("operator said so"),
+        "the close keeps the termination's detail"
+    );
+    assert_eq!(rig.events(&a, "session.closed").await.len(), 1);
+}
