@@ -288,7 +288,7 @@ impl ControlPlane {
         reason: &str,
         operator: &str,
     ) -> Vec<(String, Result<TerminateResponse, ControlError>)> {
-        use futures::{FutureExt, StreamExt};
+        use futures::StreamExt;
         let mut pending: futures::stream::FuturesUnordered<_> = sessions
             .into_iter()
             .map(|rec| async move {
@@ -301,11 +301,19 @@ impl ControlPlane {
         let mut results = Vec::new();
         let mut settle = Vec::new();
         while let Some(first) = pending.next().await {
+            // Group commit: the answers that are ready, and those that come within a few
+            // milliseconds while others are still pending, are closed in one transaction (a
+            // lone termination has nothing pending and does not wait).
             let mut batch = vec![first];
-            while let Some(Some(more)) = pending.next().now_or_never() {
-                batch.push(more);
+            let gather = tokio::time::Instant::now() + CLOSE_GATHER;
+            while batch.len() < CLOSE_BATCH {
+                match tokio::time::timeout_at(gather, pending.next()).await {
+                    Ok(Some(more)) => batch.push(more),
+                    Ok(None) | Err(_) => break,
+                }
             }
             let mut moves = Vec::new();
+            let mut closed = Vec::new();
             for (mut rec, answer) in batch {
                 match answer {
                     Ok(r) if r.ok => {
@@ -313,13 +321,18 @@ impl ControlPlane {
                         rec.end_detail.get_or_insert_with(|| reason.to_owned());
                         let report = closed_report(rec.id, reason, r);
                         match self.step_effects(&rec, SessionState::Closed, &report).await {
-                            Ok((patch, audit)) => moves.push(Transition {
-                                id: rec.id,
-                                from: SessionState::Closing,
-                                to: SessionState::Closed,
-                                patch,
-                                audit,
-                            }),
+                            Ok((patch, audit)) => {
+                                moves.push(Transition {
+                                    id: rec.id,
+                                    from: SessionState::Closing,
+                                    to: SessionState::Closed,
+                                    patch: patch.clone(),
+                                    audit,
+                                });
+                                patch.apply_to(&mut rec);
+                                rec.state = SessionState::Closed;
+                                closed.push(rec);
+                            }
                             Err(e) => {
                                 tracing::warn!(session = %rec.id, error = %e, "cannot close a terminated session; waiting for its gateway's report");
                                 settle.push(rec.id);
@@ -342,11 +355,25 @@ impl ControlPlane {
                 sessions = moves.len(),
                 "closing a batch of terminated sessions"
             );
-            if let Err(e) = self.inner.store.transition_sessions(&moves).await {
-                // Nothing of the batch was applied: each waits for its gateway's own report.
-                tracing::warn!(error = %e, "cannot close a batch of terminated sessions; waiting for their gateways' reports");
+            let moved = match self.inner.store.transition_sessions(&moves).await {
+                Ok(moved) => moved,
+                Err(e) => {
+                    // Nothing of the batch was applied: each waits for its gateway's report.
+                    tracing::warn!(error = %e, "cannot close a batch of terminated sessions; waiting for their gateways' reports");
+                    vec![false; moves.len()]
+                }
+            };
+            for (rec, ok) in closed.into_iter().zip(moved) {
+                if ok {
+                    // Closed by this batch: the record as the batch left it is the answer.
+                    let mut resp = already_closed(&rec);
+                    resp.already_closed = false;
+                    results.push((rec.id.to_string(), Ok(resp)));
+                } else {
+                    // The gateway's own journaled report won the compare-and-set.
+                    settle.push(rec.id);
+                }
             }
-            settle.extend(moves.iter().map(|m| m.id));
         }
         let settled = futures::future::join_all(
             settle
@@ -502,6 +529,13 @@ fn closed_report(id: SessionId, reason: &str, answer: wg_proto::v1::CommandResul
         ..Default::default()
     }
 }
+
+/// How long the close of a termination waits for more gateway answers to close in the same
+/// transaction, while others are still pending.
+const CLOSE_GATHER: Duration = Duration::from_millis(5);
+
+/// Most sessions closed in one transaction.
+const CLOSE_BATCH: usize = 500;
 
 /// What a termination records on the session.
 fn terminate_patch(reason: &str) -> SessionPatch {
