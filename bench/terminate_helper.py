@@ -180,6 +180,18 @@ class ExitWatcher:
         return self.left
 
 
+def raise_priority(mode):
+    """The watcher times each exit when it gets to run: with a thousand clients and sshd sessions
+    tearing down on two cores, a watcher at normal priority waits behind them and stamps exits
+    late and in bunches. Raises this thread (and the threads it starts) above them; the clients,
+    started before, keep theirs. Needs root (the bench runs as root); without it the figures
+    are only upper bounds."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, -15)
+    except OSError as e:
+        log(f"{mode}: cannot raise the watcher's priority ({e}); exit times are upper bounds")
+
+
 def cpu_sample(pid):
     """(CPU seconds of process `pid` (all threads), busy and total CPU seconds of the host)."""
     hz = os.sysconf("SC_CLK_TCK")
@@ -323,15 +335,7 @@ def mass(args, api, argv):
         result["status"], result["doc"] = status, doc
 
     log(f"mass: POST /api/v1/sessions/terminate {{actor: {args.actor}}} for {len(clients)} sessions")
-    # The watcher times each exit when it gets to run: with a thousand clients and sshd sessions
-    # tearing down on two cores, a watcher at normal priority waits behind them and stamps
-    # exits late and in bunches. Raise this thread (and the call thread it starts) above them;
-    # the clients, started before, keep theirs. Needs root (the bench runs as root); without
-    # it the figures are only upper bounds.
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, -15)
-    except OSError as e:
-        log(f"mass: cannot raise the watcher's priority ({e}); exit times are upper bounds")
+    raise_priority("mass")
     watcher = ExitWatcher(clients)
     cpu0 = cpu_sample(args.watch_pid)
     th = threading.Thread(target=call)
@@ -380,10 +384,7 @@ def direct(args):
     # "ready" is printed just before the shell opens the FIFO: give the last ones time to.
     time.sleep(args.settle)
     log(f"direct: {len(clients)} clients ready in {setup:.1f}s; ending them all at once")
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, -15)
-    except OSError as e:
-        log(f"direct: cannot raise the watcher's priority ({e}); exit times are upper bounds")
+    raise_priority("direct")
     watcher = ExitWatcher(clients)
     cpu0 = cpu_sample(0)
     t0 = time.monotonic()

@@ -194,13 +194,7 @@ async fn refused_handoffs_leave_the_owner_unchanged() {
 
     // A session that is not live cannot be handed off.
     rig.control.terminate(&id, "done", "admin@local").await.ok();
-    let closing = rig
-        .control
-        .store()
-        .get_session(id.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let closing = rig.record(&id).await;
     assert!(matches!(
         closing.state,
         SessionState::Closing | SessionState::Closed

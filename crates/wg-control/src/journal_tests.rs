@@ -42,18 +42,6 @@ fn numbered(reports: Vec<Report>) -> Vec<(u64, JournalEvent)> {
         .collect()
 }
 
-impl Rig {
-    async fn state(&self, id: &str) -> SessionState {
-        self.control
-            .store()
-            .get_session(id.parse().unwrap())
-            .await
-            .unwrap()
-            .unwrap()
-            .state
-    }
-}
-
 #[tokio::test]
 async fn a_run_of_reports_has_each_reports_own_outcome_and_effects() {
     let rig = Rig::new().await;
@@ -78,26 +66,14 @@ async fn a_run_of_reports_has_each_reports_own_outcome_and_effects() {
         .await
         .unwrap();
     assert_eq!(ack.applied_through, 5, "rejected reports count as applied");
-    assert_eq!(rig.state(&a).await, SessionState::Closed);
-    assert_eq!(rig.state(&b).await, SessionState::Active);
-    assert_eq!(rig.state(&c).await, SessionState::Closed);
-    let a_rec = rig
-        .control
-        .store()
-        .get_session(a.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(rig.record(&b).await.state, SessionState::Active);
+    let a_rec = rig.record(&a).await;
+    assert_eq!(a_rec.state, SessionState::Closed);
     assert_eq!(a_rec.end_reason, Some(EndReason::ClientExit));
     assert_eq!(a_rec.recording_status, "sealed");
     assert_eq!(a_rec.exit_status, Some(0));
-    let c_rec = rig
-        .control
-        .store()
-        .get_session(c.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let c_rec = rig.record(&c).await;
+    assert_eq!(c_rec.state, SessionState::Closed);
     assert_eq!(c_rec.exit_status, Some(3));
     assert_eq!(rig.used("actor", "alice@corp").await, 0, "slots freed once");
     assert_eq!(rig.used("actor", "dan@corp").await, 1);
@@ -135,7 +111,7 @@ async fn reports_about_another_gateways_sessions_change_nothing() {
             wg_domain::ErrorCode::Forbidden
         );
     }
-    assert_eq!(rig.state(&a).await, SessionState::Active);
+    assert_eq!(rig.record(&a).await.state, SessionState::Active);
     assert_eq!(rig.used("actor", "alice@corp").await, 1);
 }
 
@@ -176,7 +152,7 @@ async fn reports_overtaken_by_a_termination_keep_its_detail() {
         )
         .await;
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
-    let rec = rig.control.store().get_session(id).await.unwrap().unwrap();
+    let rec = rig.record(&a).await;
     assert_eq!(rec.state, SessionState::Closed);
     assert_eq!(
         rec.end_detail.as_deref(),

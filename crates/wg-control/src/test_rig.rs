@@ -186,6 +186,16 @@ impl Rig {
         (o.actor, o.policy)
     }
 
+    /// The stored record of session `id`.
+    pub(crate) async fn record(&self, id: &str) -> wg_store::SessionRecord {
+        self.control
+            .store()
+            .get_session(id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     pub(crate) async fn events(&self, id: &str, kind: &str) -> Vec<Value> {
         let (status, body) = self
             .call(

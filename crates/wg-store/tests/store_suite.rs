@@ -1530,23 +1530,39 @@ async fn usage(store: &Store, scope: &str, key: &str) -> i64 {
         .map_or(0, |u| u.used)
 }
 
+/// A new session of `actor` to `target`, approved with an actor slot (limit `actor_limit`)
+/// and a target slot.
+async fn admitted(
+    store: &Store,
+    created_ms: i64,
+    actor: &str,
+    target: &str,
+    actor_limit: u32,
+) -> SessionId {
+    let s = session(created_ms, actor, target);
+    store.insert_session(&s, None).await.unwrap();
+    let ok = store
+        .approve_session(
+            s.id,
+            &SessionPatch::default(),
+            &[],
+            &claims(actor, target, actor_limit),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok, Ok(true));
+    s.id
+}
+
+async fn state_of(store: &Store, id: SessionId) -> SessionState {
+    store.get_session(id).await.unwrap().unwrap().state
+}
+
 async fn slots_are_taken_atomically_and_released_once(db: &TestDb) {
     let store = db.store().await;
     let mut ids = Vec::new();
     for i in 0..2 {
-        let s = session(1_000 + i, "alice@corp", "web-01");
-        store.insert_session(&s, None).await.unwrap();
-        let ok = store
-            .approve_session(
-                s.id,
-                &SessionPatch::default(),
-                &[],
-                &claims("alice@corp", "web-01", 2),
-            )
-            .await
-            .unwrap();
-        assert_eq!(ok, Ok(true));
-        ids.push(s.id);
+        ids.push(admitted(&store, 1_000 + i, "alice@corp", "web-01", 2).await);
     }
     assert_eq!(usage(&store, "actor", "alice@corp").await, 2);
     assert_eq!(usage(&store, "target", "web-01").await, 2);
@@ -2704,14 +2720,8 @@ async fn many_transitions_commit_together_each_a_compare_and_set(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(moved, vec![true, false]);
-    assert_eq!(
-        store.get_session(a.id).await.unwrap().unwrap().state,
-        SessionState::Closing
-    );
-    assert_eq!(
-        store.get_session(b.id).await.unwrap().unwrap().state,
-        SessionState::Idle
-    );
+    assert_eq!(state_of(&store, a.id).await, SessionState::Closing);
+    assert_eq!(state_of(&store, b.id).await, SessionState::Idle);
     assert_eq!(
         all_audit(&store)
             .await
@@ -2737,10 +2747,7 @@ async fn many_transitions_commit_together_each_a_compare_and_set(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(chained, vec![false, false]);
-    assert_eq!(
-        store.get_session(a.id).await.unwrap().unwrap().state,
-        SessionState::Closing
-    );
+    assert_eq!(state_of(&store, a.id).await, SessionState::Closing);
     // An illegal edge anywhere refuses the whole batch, before anything is written.
     let mut bad = to_closing(b.id, SessionState::Idle);
     bad.to = SessionState::Active;
@@ -2751,10 +2758,7 @@ async fn many_transitions_commit_together_each_a_compare_and_set(db: &TestDb) {
             .await
             .is_err()
     );
-    assert_eq!(
-        store.get_session(b.id).await.unwrap().unwrap().state,
-        SessionState::Idle
-    );
+    assert_eq!(state_of(&store, b.id).await, SessionState::Idle);
     verify_chain(&store).await;
 }
 
@@ -2772,19 +2776,7 @@ async fn a_batch_of_ending_sessions_frees_each_slot_once(db: &TestDb) {
         } else {
             ("bob@corp", "web-02")
         };
-        let s = session(1_000 + i as i64, actor, target);
-        store.insert_session(&s, None).await.unwrap();
-        let ok = store
-            .approve_session(
-                s.id,
-                &SessionPatch::default(),
-                &[],
-                &claims(actor, target, 10_000),
-            )
-            .await
-            .unwrap();
-        assert_eq!(ok, Ok(true));
-        ids.push(s.id);
+        ids.push(admitted(&store, 1_000 + i as i64, actor, target, 10_000).await);
     }
     assert_eq!(usage(&store, "actor", "alice@corp").await, (N / 2) as i64);
     assert_eq!(usage(&store, "target", "web-02").await, (N / 2) as i64);
