@@ -58,7 +58,7 @@ impl Store {
         .bind(&ca.key_nonce)
         .bind(&ca.key_sealed)
         .bind(ca.created_ms)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         self.control_ca()
             .await?

@@ -50,15 +50,28 @@ const POSTGRES_POOL_SIZE: u32 = 10;
 
 static INSTALL_DRIVERS: Once = Once::new();
 
+/// The pools of a store: `reader` for statements that only read, `writer` for every write.
+pub(crate) struct Pools {
+    pub(crate) reader: AnyPool,
+    pub(crate) writer: AnyPool,
+}
+
 /// Installs the sqlx drivers (once), connects, and applies pending migrations.
-pub(crate) async fn open(url: &str) -> Result<(AnyPool, Engine)> {
+pub(crate) async fn open(url: &str) -> Result<(Pools, Engine)> {
     INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
     let engine = Engine::from_url(url)?;
-    let pool = match engine {
+    let pools = match engine {
         Engine::Sqlite => open_sqlite(url).await?,
-        Engine::Postgres => open_postgres(url).await?,
+        Engine::Postgres => {
+            let pool = open_postgres(url).await?;
+            // Row locks order PostgreSQL's writers; they share the pool with the readers.
+            Pools {
+                reader: pool.clone(),
+                writer: pool,
+            }
+        }
     };
-    Ok((pool, engine))
+    Ok((pools, engine))
 }
 
 /// Rewrites a SQLite URL so that the database file is created when missing (`mode=rwc`), and tells
@@ -83,8 +96,14 @@ fn sqlite_after_connect(
     })
 }
 
-/// Opens the pool (WAL, pragmas on every connection) and migrates on its first connection.
-async fn open_sqlite(url: &str) -> Result<AnyPool> {
+/// Opens the pools (WAL, pragmas on every connection) and migrates on the first connection.
+///
+/// SQLite has one writer at a time. Writers of this process go through a pool of one
+/// connection, so they queue in order on the pool (an async wait) instead of on the database
+/// lock, whose busy handler retries after sleeps of up to 100 ms: with a thousand sessions
+/// closing at once, a write waited there for over a second. Readers use their own pool and,
+/// under WAL, never wait for the writer. (An in-memory database has one connection for both.)
+async fn open_sqlite(url: &str) -> Result<Pools> {
     let (url, in_memory) = sqlite_url(url);
     let mut options = AnyPoolOptions::new().after_connect(sqlite_after_connect);
     options = if in_memory {
@@ -104,7 +123,21 @@ async fn open_sqlite(url: &str) -> Result<AnyPool> {
     }
     migrate::run(&mut conn, Engine::Sqlite).await?;
     drop(conn);
-    Ok(pool)
+    if in_memory {
+        return Ok(Pools {
+            reader: pool.clone(),
+            writer: pool,
+        });
+    }
+    let writer = AnyPoolOptions::new()
+        .after_connect(sqlite_after_connect)
+        .max_connections(1)
+        .connect(&url)
+        .await?;
+    Ok(Pools {
+        reader: pool,
+        writer,
+    })
 }
 
 /// How often [`enable_wal`] waits for another connection before giving up.

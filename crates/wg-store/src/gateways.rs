@@ -299,7 +299,7 @@ impl Store {
             .bind(version)
             .bind(name)
             .bind(from)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
             if changed == 1 {

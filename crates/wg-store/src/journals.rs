@@ -49,7 +49,7 @@ impl Store {
             .bind(journal)
             .bind(seq)
             .bind(now_millis())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

@@ -360,7 +360,11 @@ pub(crate) fn json_error(e: serde_json::Error) -> StoreError {
 /// The store handle: cheap to clone (a connection pool inside).
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Reads.
     pool: AnyPool,
+    /// Writes: on SQLite one connection, so that writers queue here in order (see
+    /// `connect::open_sqlite`); on PostgreSQL the same pool as `pool`.
+    writer: AnyPool,
     engine: Engine,
     chain: std::sync::Arc<wg_domain::audit::ChainHasher>,
 }
@@ -369,9 +373,10 @@ impl Store {
     /// Connects to `sqlite://PATH` (created if missing, WAL mode) or `postgres://…`, and applies
     /// pending migrations (under an advisory lock on PostgreSQL, so replicas may start together).
     pub async fn connect(url: &str) -> Result<Store> {
-        let (pool, engine) = connect::open(url).await?;
+        let (pools, engine) = connect::open(url).await?;
         Ok(Store {
-            pool,
+            pool: pools.reader,
+            writer: pools.writer,
             engine,
             chain: std::sync::Arc::new(wg_domain::audit::ChainHasher::Plain),
         })
@@ -397,6 +402,7 @@ impl Store {
 
     /// Closes every connection; later calls fail.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
@@ -404,8 +410,8 @@ impl Store {
     /// IMMEDIATE`), so a transaction that reads before writing cannot deadlock with another.
     async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
         Ok(match self.engine {
-            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Engine::Postgres => self.pool.begin().await?,
+            Engine::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::Postgres => self.writer.begin().await?,
         })
     }
 
@@ -597,7 +603,7 @@ impl Store {
         .bind(&token.token_sha256)
         .bind(&token.principal)
         .bind(token.created_ms)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -876,7 +882,7 @@ impl Store {
             return Ok(live);
         };
         // One statement: atomic on its own, and on SQLite it takes the writer lock directly.
-        let changed = args.bind(&sql).execute(&self.pool).await?.rows_affected();
+        let changed = args.bind(&sql).execute(&self.writer).await?.rows_affected();
         Ok(changed > 0)
     }
 
