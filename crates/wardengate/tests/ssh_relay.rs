@@ -302,11 +302,18 @@ fn client_leg_cipher_follows_the_cpu() {
         );
         // (Which side reports the failed negotiation first is a race: OpenSSH prints "no
         // matching cipher found" when it notices, or the server has already closed.)
-        let sessions = rig.wgctl_json(&["session", "list", "--state", "closed"]);
+        // The first session's `closed` reaches the list through the gateway's event journal:
+        // wait for it, then count every session, live or closed.
+        let count = |args: &[&str]| rig.wgctl_json(args)["sessions"].as_array().map(Vec::len);
+        wait_until(
+            "the first session is listed closed",
+            Duration::from_secs(10),
+            || count(&["session", "list", "--state", "closed"]) == Some(1),
+        );
         assert_eq!(
-            sessions["sessions"].as_array().unwrap().len(),
-            1,
-            "only the first connection made a session: {sessions}"
+            count(&["session", "list"]),
+            Some(0),
+            "only the first connection made a session, and it is closed"
         );
     } else {
         assert!(negotiated.contains("chacha20-poly1305"), "{negotiated}");
