@@ -115,21 +115,18 @@ async fn reports_about_another_gateways_sessions_change_nothing() {
     assert_eq!(rig.used("actor", "alice@corp").await, 1);
 }
 
-#[tokio::test]
-async fn reports_overtaken_by_a_termination_keep_its_detail() {
-    let rig = Rig::new().await;
-    let a = rig.live_session("alice@corp").await;
-    // A termination moves the session to `closing` while the gateway's own reports are on
-    // their way: its `closing` is then already applied, its `closed` closes the session.
-    let id = a.parse().unwrap();
+/// Moves session `id` to `closing` as an operator's termination does (end reason
+/// `terminated`, the operator's reason as the detail).
+async fn terminated_by_operator(rig: &Rig, id: &str) {
     assert!(
         rig.control
             .store()
             .transition_session(
-                id,
+                id.parse().unwrap(),
                 SessionState::Active,
                 SessionState::Closing,
                 &wg_store::SessionPatch {
+                    end_reason: Some(EndReason::Terminated),
                     end_detail: Some("operator said so".into()),
                     ..Default::default()
                 },
@@ -138,6 +135,16 @@ async fn reports_overtaken_by_a_termination_keep_its_detail() {
             .await
             .unwrap()
     );
+}
+
+#[tokio::test]
+async fn reports_overtaken_by_a_termination_keep_its_detail() {
+    let rig = Rig::new().await;
+    let a = rig.live_session("alice@corp").await;
+    // A termination moves the session to `closing` while the gateway's own reports are on
+    // their way: its `closing` is then already applied, its `closed` (which names the
+    // termination as the end) closes the session.
+    terminated_by_operator(&rig, &a).await;
     let results = rig
         .control
         .reports(
@@ -145,8 +152,9 @@ async fn reports_overtaken_by_a_termination_keep_its_detail() {
             &[
                 report(&a, "closing"),
                 Report {
-                    end_detail: Some("the gateway's own detail".into()),
-                    ..closed(&a, 0, false)
+                    end_reason: Some(EndReason::Terminated),
+                    end_detail: Some("operator said so".into()),
+                    ..report(&a, "closed")
                 },
             ],
         )
@@ -154,10 +162,32 @@ async fn reports_overtaken_by_a_termination_keep_its_detail() {
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
     let rec = rig.record(&a).await;
     assert_eq!(rec.state, SessionState::Closed);
-    assert_eq!(
-        rec.end_detail.as_deref(),
-        Some("operator said so"),
-        "the close keeps the termination's detail"
-    );
+    assert_eq!(rec.end_reason, Some(EndReason::Terminated));
+    assert_eq!(rec.end_detail.as_deref(), Some("operator said so"));
     assert_eq!(rig.events(&a, "session.closed").await.len(), 1);
+}
+
+/// S8 with a race: the operator's termination moved the session to `closing`, but its command
+/// exited on its own before the gateway's close took effect. The record tells the real end (the
+/// exit status, no operator detail), not a termination that never reached the session.
+#[tokio::test]
+async fn a_session_that_ended_on_its_own_before_its_termination_keeps_its_real_end() {
+    let rig = Rig::new().await;
+    let a = rig.live_session("alice@corp").await;
+    terminated_by_operator(&rig, &a).await;
+    let results = rig.control.reports("gw-1", &[closed(&a, 5, false)]).await;
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let rec = rig.record(&a).await;
+    assert_eq!(rec.state, SessionState::Closed);
+    assert_eq!(rec.end_reason, Some(EndReason::ClientExit));
+    assert_eq!(rec.exit_status, Some(5));
+    assert_eq!(rec.end_detail.as_deref(), Some(""), "the operator's detail is gone");
+    let (status, view) = rig
+        .call("admin", "GET", &format!("/api/v1/sessions/{a}"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(view["end_detail"].is_null(), "{view}");
+    let closed = rig.events(&a, "session.closed").await;
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0]["details"]["end_reason"], "client_exit", "{closed:?}");
 }

@@ -58,7 +58,7 @@ pub(crate) fn session_view(r: &SessionRecord, now: UnixMillis) -> SessionView {
         idle_seconds: (end - r.last_input_ms).max(0) / 1000,
         ended_at: r.ended_ms.map(rfc3339),
         end_reason: r.end_reason,
-        end_detail: r.end_detail.clone(),
+        end_detail: r.end_detail.clone().filter(|d| !d.is_empty()),
         exit_status: r.exit_status,
         handoff: None,
     }

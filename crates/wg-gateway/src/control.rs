@@ -550,6 +550,7 @@ async fn execute(control: ControlClient, runtime: Arc<Runtime>, cmd: wg_proto::v
                         sha256: s.sha256,
                     });
                     result.time_ms = outcome.time_ms;
+                    result.end_reason = outcome.reason.as_str().to_owned();
                 }
                 None => {
                     result.error = format!("session {} is not live on this gateway", t.session_id);

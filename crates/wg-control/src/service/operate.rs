@@ -316,6 +316,14 @@ impl ControlPlane {
             let mut closed = Vec::new();
             for (mut rec, answer) in batch {
                 match answer {
+                    // The session ended on its own (its command exited, idle timeout, …) before
+                    // the targeted close took effect: the gateway's journaled `closed` report
+                    // carries that end, with its exit status and detail; it settles the
+                    // session, not the termination.
+                    Ok(r) if r.ok && !ended_by_termination(&r) => {
+                        tracing::info!(session = %rec.id, end_reason = %r.end_reason, "the session ended on its own before the termination took effect");
+                        settle.push(rec.id);
+                    }
                     Ok(r) if r.ok => {
                         rec.state = SessionState::Closing;
                         rec.end_detail.get_or_insert_with(|| reason.to_owned());
@@ -490,7 +498,9 @@ impl ControlPlane {
                 && r.state.is_closed()
             {
                 let mut resp = already_closed(&r);
-                resp.already_closed = !won;
+                // Not terminated by this call when another one moved it to `closing`, or when
+                // it ended on its own meanwhile (its end reason then says how).
+                resp.already_closed = !won || r.end_reason != Some(EndReason::Terminated);
                 return Ok(resp);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -511,6 +521,12 @@ fn parse_cursor(cursor: &str) -> Result<(i64, String), ControlError> {
     let created: i64 = created.parse().map_err(|_| bad())?;
     let id: SessionId = id.parse().map_err(|_| bad())?;
     Ok((created, id.to_string()))
+}
+
+/// Whether a gateway's answer to a targeted close says the close ended the session (older
+/// gateways do not say: their answer is taken as the termination's).
+fn ended_by_termination(answer: &wg_proto::v1::CommandResult) -> bool {
+    answer.end_reason.is_empty() || answer.end_reason == EndReason::Terminated.as_str()
 }
 
 /// The `closed` report that a gateway's answer to a targeted close stands for.

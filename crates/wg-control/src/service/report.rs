@@ -234,6 +234,13 @@ impl ControlPlane {
                 patch.exit_status = report.exit_status;
                 if cur.end_detail.is_none() {
                     patch.end_detail = report.end_detail.clone();
+                } else if cur.end_reason == Some(EndReason::Terminated)
+                    && reason != EndReason::Terminated
+                {
+                    // A termination moved it to `closing` (with the operator's reason as the
+                    // detail), but the session ended on its own first: the detail is the real
+                    // end's, not the operator's (empty when that end has none).
+                    patch.end_detail = Some(report.end_detail.clone().unwrap_or_default());
                 }
                 if report.recording.is_none() && cur.recording_status == "recording" {
                     // Recording was due but nothing was recorded (no channel ever carried
