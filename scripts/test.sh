@@ -5,7 +5,9 @@
 #  2. makes sure a PostgreSQL server is reachable for the store suite: the one named by
 #     WG_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/test), else a private
 #     throw-away server started here (installing the Debian package first if needed);
-#  3. runs `cargo test --workspace`.
+#  3. creates the unprivileged local account `wgtest` that tests log in as on the sshd target
+#     when a root login would not do (sshd refuses "signal" requests of root sessions);
+#  4. runs `cargo test --workspace`.
 # Extra arguments go to cargo test (e.g. scripts/test.sh -p wg-store).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,12 @@ if ((${#pkgs[@]})); then
   echo "test.sh: installing ${pkgs[*]}"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+
+if ! id wgtest >/dev/null 2>&1; then
+  echo "test.sh: creating the local account wgtest (an unprivileged sshd target account)"
+  # '*': no password, but not locked ('!'), which sshd refuses without PAM.
+  as_root useradd --create-home --shell /bin/bash --password '*' wgtest
 fi
 
 export WG_TEST_PG_URL="${WG_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/test}"

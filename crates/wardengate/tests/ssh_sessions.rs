@@ -607,16 +607,60 @@ fn a_client_that_vanishes_closes_its_session_and_target_leg() {
     assert!(rig.wgctl_ok(&["recording", "verify", &id]).contains(" OK "));
 }
 
-/// A terminated command without a terminal does not outlive its session on the target: the
-/// gateway hangs it up (sshd would otherwise leave `sleep` running after the connection ends).
+/// A forced end signals the session's processes on the target (sshd's "signal" request, SIGTERM
+/// to the session's process group): a command without a terminal and the background job it
+/// started are both gone, where a dropped connection (or a direct one) would leave them running.
+/// sshd honours the request for unprivileged accounts only (a root login skips privilege
+/// separation and is refused), so this logs in as the local account `wgtest`, which
+/// scripts/test.sh creates.
 #[test]
-fn terminate_ends_a_command_without_a_terminal_on_the_target() {
+fn terminate_signals_the_processes_of_a_command_without_a_terminal() {
+    let account = "wgtest";
+    assert!(
+        Command::new("id")
+            .arg(account)
+            .output()
+            .unwrap()
+            .status
+            .success(),
+        "no local account {account}: run the tests with scripts/test.sh, which creates it"
+    );
     let rig = Rig::start();
+    // sshd reads the shared authorized_keys file as the account: let it in.
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [
+        (rig.dir.path().to_path_buf(), 0o755),
+        (rig.path("authorized_keys"), 0o644),
+    ] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let host = read(&rig.path("sshd_host.pub"));
+    let host = host
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    rig.apply(&format!(
+        r#"kind: target
+name: dev1-user
+address: "127.0.0.1:{port}"
+protocol: ssh
+tags: {{env: dev}}
+accounts:
+  - name: {account}
+    credential: vault/ssh/dev1
+hostKey: "{host}"
+"#,
+        port = rig.sshd_port,
+    ));
+    // Named through argv[0], so that the processes themselves match, not only their shell.
+    let marker = format!("wg-signal-{}", std::process::id());
+    let command = format!("(exec -a {marker}-bg sleep 600) & exec -a {marker}-fg sleep 601");
     let mut client = rig
         .ssh(
             "alice",
-            "alice@corp:dev1",
-            &["sleep 600 # wg-noterm-marker"],
+            &format!("alice@corp:dev1-user:{account}"),
+            &[&command],
         )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -624,17 +668,18 @@ fn terminate_ends_a_command_without_a_terminal_on_the_target() {
         .spawn()
         .unwrap();
     let id = rig.wait_one_session();
-    let running = || {
-        Command::new("pgrep")
-            .args(["-f", "wg-noterm-marker"])
-            .status()
-            .unwrap()
-            .success()
+    let count = || {
+        // The account's processes only: the local client's command line names the marker too.
+        let out = Command::new("pgrep")
+            .args(["-u", account, "-f", &marker])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
     };
     wait_until(
-        "the remote command running",
+        "the remote command and its background job running",
         Duration::from_secs(5),
-        running,
+        || count() == 2,
     );
     rig.wgctl_ok(&[
         "session",
@@ -644,8 +689,8 @@ fn terminate_ends_a_command_without_a_terminal_on_the_target() {
         "no stray processes",
     ]);
     let _ = client.wait();
-    wait_until("the remote command gone", Duration::from_secs(5), || {
-        !running()
+    wait_until("the remote processes gone", Duration::from_secs(5), || {
+        count() == 0
     });
 }
 

@@ -181,7 +181,11 @@ async fn a_session_that_ended_on_its_own_before_its_termination_keeps_its_real_e
     assert_eq!(rec.state, SessionState::Closed);
     assert_eq!(rec.end_reason, Some(EndReason::ClientExit));
     assert_eq!(rec.exit_status, Some(5));
-    assert_eq!(rec.end_detail.as_deref(), Some(""), "the operator's detail is gone");
+    assert_eq!(
+        rec.end_detail.as_deref(),
+        Some(""),
+        "the operator's detail is gone"
+    );
     let (status, view) = rig
         .call("admin", "GET", &format!("/api/v1/sessions/{a}"), None)
         .await;
@@ -189,5 +193,8 @@ async fn a_session_that_ended_on_its_own_before_its_termination_keeps_its_real_e
     assert!(view["end_detail"].is_null(), "{view}");
     let closed = rig.events(&a, "session.closed").await;
     assert_eq!(closed.len(), 1);
-    assert_eq!(closed[0]["details"]["end_reason"], "client_exit", "{closed:?}");
+    assert_eq!(
+        closed[0]["details"]["end_reason"], "client_exit",
+        "{closed:?}"
+    );
 }

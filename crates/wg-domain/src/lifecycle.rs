@@ -216,6 +216,18 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Whether the gateway ended a running session by its own decision (an operator's
+    /// termination, an idle timeout, an expired reconnect grace, a reauth, a lost gateway, a
+    /// gateway failure), as opposed to the client or the target ending it. Only such an end
+    /// signals the target's processes (see the gateway's close sequence): a client that leaves
+    /// leaves them as it would leave them on a direct connection.
+    pub fn is_forced(self) -> bool {
+        !matches!(
+            self,
+            EndReason::ClientExit | EndReason::Denied | EndReason::TargetError
+        )
+    }
+
     /// Every reason.
     pub const ALL: [EndReason; 9] = [
         EndReason::ClientExit,
@@ -323,5 +335,24 @@ mod tests {
             assert_eq!(r.as_str().parse::<EndReason>().unwrap(), r);
         }
         assert!("bogus".parse::<SessionState>().is_err());
+    }
+
+    #[test]
+    fn only_the_gateways_own_decisions_are_forced_ends() {
+        let forced: Vec<EndReason> = EndReason::ALL
+            .into_iter()
+            .filter(|r| r.is_forced())
+            .collect();
+        assert_eq!(
+            forced,
+            vec![
+                EndReason::Terminated,
+                EndReason::IdleTimeout,
+                EndReason::GatewayLost,
+                EndReason::ReconnectExpired,
+                EndReason::Superseded,
+                EndReason::GatewayError,
+            ]
+        );
     }
 }

@@ -279,6 +279,11 @@ impl ChannelPair {
     pub(crate) async fn signal(&self, signal: russh::Sig) {
         let _ = self.target.signal(signal).await;
     }
+
+    /// The target channel's write half.
+    pub(crate) fn target(&self) -> Arc<ChannelWriteHalf<russh::client::Msg>> {
+        self.target.clone()
+    }
 }
 
 /// Starts the two relay tasks of a channel pair; returns the handler's side and the tasks.

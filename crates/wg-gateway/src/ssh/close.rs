@@ -117,7 +117,20 @@ pub(super) async fn close(
                 .await;
         }
     }
-    // 4. Sever the target leg.
+    // 4. Sever the target leg. A forced end first signals the remote processes (SIGTERM to
+    // each session channel's process group: sshd's "signal" request, RFC 4254 §6.9): without a
+    // PTY nothing else would stop them, as a dropped connection does not (a PTY's processes
+    // also get SIGHUP when sshd closes the terminal). Other channels ignore the request.
+    if reason.is_forced() {
+        let channels: Vec<_> = session
+            .target_channels
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        for ch in channels {
+            let _ = ch.signal(russh::Sig::TERM).await;
+        }
+    }
     let _ = session
         .target
         .disconnect(russh::Disconnect::ByApplication, "session closed", "")

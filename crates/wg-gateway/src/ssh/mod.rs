@@ -272,6 +272,9 @@ struct SshSession {
     stop: CancellationToken,
     bridges: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     client_channels: Mutex<Vec<ChannelId>>,
+    /// Every target channel opened for the session (write halves), for the close sequence's
+    /// signal to the target's processes.
+    target_channels: Mutex<Vec<Arc<russh::ChannelWriteHalf<russh::client::Msg>>>>,
     exit_status: Arc<Mutex<Option<i32>>>,
     exit_signal: Arc<Mutex<Option<String>>>,
     active_reported: std::sync::atomic::AtomicBool,
@@ -814,6 +817,7 @@ impl ClientHandler {
             stop: CancellationToken::new(),
             bridges: Mutex::new(Vec::new()),
             client_channels: Mutex::new(Vec::new()),
+            target_channels: Mutex::new(Vec::new()),
             exit_status: Arc::new(Mutex::new(None)),
             exit_signal: Arc::new(Mutex::new(None)),
             active_reported: std::sync::atomic::AtomicBool::new(false),
@@ -1273,6 +1277,9 @@ impl ClientHandler {
             opaque,
             (self.released.clone(), self.conn),
         );
+        if let Ok(mut t) = s.target_channels.lock() {
+            t.push(pair.target());
+        }
         self.pairs.insert(client_id, pair);
         if let Ok(mut b) = s.bridges.lock() {
             b.extend(tasks);
