@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use russh::ChannelId;
 use wg_domain::lifecycle::EndReason;
 use wg_domain::time::now_millis;
 use wg_proto::v1::{RecordingProgress, SessionReport};
@@ -98,36 +97,14 @@ pub(super) async fn close(
         let n = notice
             .clone()
             .unwrap_or_else(|| "wardengate: session closed".into());
-        notify_client(session, server, &format!("\r\n{n}\r\n")).await;
-        let channels: Vec<ChannelId> = session
-            .client_channels
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_default();
-        for ch in channels {
-            let _ = server.eof(ch).await;
-            let _ = server.close(ch).await;
-        }
-        if tokio::time::timeout(Duration::from_secs(1), running)
-            .await
-            .is_err()
-        {
-            let _ = server
-                .disconnect(russh::Disconnect::ByApplication, n, String::new())
-                .await;
-        }
+        let_client_go(session, server, running, n).await;
     }
     // 4. Sever the target leg. A forced end first signals the remote processes (SIGTERM to
     // each session channel's process group: sshd's "signal" request, RFC 4254 §6.9): without a
     // PTY nothing else would stop them, as a dropped connection does not (a PTY's processes
     // also get SIGHUP when sshd closes the terminal). Other channels ignore the request.
     if reason.is_forced() {
-        let channels: Vec<_> = session
-            .target_channels
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_default();
-        for ch in channels {
+        for ch in snapshot(&session.target_channels) {
             let _ = ch.signal(russh::Sig::TERM).await;
         }
     }
@@ -166,4 +143,35 @@ pub(super) async fn close(
         seal,
         time_ms,
     }
+}
+
+/// Tells the client `notice` on every session channel's stderr, then ends those channels (EOF
+/// and CLOSE, so that OpenSSH prints the line before it exits: a disconnect right behind it
+/// would make it exit with the line unprinted), and waits up to a second for the client to go
+/// (`running`: its russh session) before disconnecting it. The client leg of a forced end and of
+/// a handed-off owner.
+pub(super) async fn let_client_go(
+    session: &SshSession,
+    server: &russh::server::Handle,
+    running: impl std::future::Future + Unpin,
+    notice: String,
+) {
+    notify_client(session, server, &format!("\r\n{notice}\r\n")).await;
+    for ch in snapshot(&session.client_channels) {
+        let _ = server.eof(ch).await;
+        let _ = server.close(ch).await;
+    }
+    if tokio::time::timeout(Duration::from_secs(1), running)
+        .await
+        .is_err()
+    {
+        let _ = server
+            .disconnect(russh::Disconnect::ByApplication, notice, String::new())
+            .await;
+    }
+}
+
+/// A copy of what `m` holds (empty if a panic poisoned it).
+pub(super) fn snapshot<T: Clone + Default>(m: &std::sync::Mutex<T>) -> T {
+    m.lock().map(|v| v.clone()).unwrap_or_default()
 }

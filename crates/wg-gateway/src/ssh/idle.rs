@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::ChannelId;
 use wg_domain::lifecycle::EndReason;
 use wg_domain::time::now_millis;
 use wg_proto::v1::SessionReport;
@@ -123,12 +122,7 @@ pub(super) async fn notify_client(
     server: &russh::server::Handle,
     line: &str,
 ) {
-    let channels: Vec<ChannelId> = session
-        .client_channels
-        .lock()
-        .map(|c| c.clone())
-        .unwrap_or_default();
-    for ch in channels {
+    for ch in super::close::snapshot(&session.client_channels) {
         let _ = tokio::time::timeout(
             Duration::from_millis(500),
             server.extended_data(ch, 1, line.as_bytes().to_vec()),

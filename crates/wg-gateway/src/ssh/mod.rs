@@ -272,8 +272,8 @@ struct SshSession {
     stop: CancellationToken,
     bridges: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     client_channels: Mutex<Vec<ChannelId>>,
-    /// Every target channel opened for the session (write halves), for the close sequence's
-    /// signal to the target's processes.
+    /// Every target session channel opened for the session (write halves; not port forwards),
+    /// for the close sequence's signal to the target's processes.
     target_channels: Mutex<Vec<Arc<russh::ChannelWriteHalf<russh::client::Msg>>>>,
     exit_status: Arc<Mutex<Option<i32>>>,
     exit_signal: Arc<Mutex<Option<String>>>,
@@ -533,24 +533,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
                     .record(wg_recording::Frame::Marker(notice.clone()))
                     .await;
             }
-            idle::notify_client(&session, &server, &format!("\r\n{notice}\r\n")).await;
-            let channels: Vec<ChannelId> = session
-                .client_channels
-                .lock()
-                .map(|c| c.clone())
-                .unwrap_or_default();
-            for ch in channels {
-                let _ = server.eof(ch).await;
-                let _ = server.close(ch).await;
-            }
-            if tokio::time::timeout(Duration::from_secs(1), &mut running)
-                .await
-                .is_err()
-            {
-                let _ = server
-                    .disconnect(russh::Disconnect::ByApplication, notice, String::new())
-                    .await;
-            }
+            close::let_client_go(&session, &server, &mut running, notice).await;
             detach_or_close(&shared, &session, conn, true).await;
         }
         End::Released => {
@@ -1277,7 +1260,8 @@ impl ClientHandler {
             opaque,
             (self.released.clone(), self.conn),
         );
-        if let Ok(mut t) = s.target_channels.lock() {
+        // A forward carries no remote process to signal at the end.
+        if !opaque && let Ok(mut t) = s.target_channels.lock() {
             t.push(pair.target());
         }
         self.pairs.insert(client_id, pair);
