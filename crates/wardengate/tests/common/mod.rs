@@ -81,12 +81,17 @@ impl Rig {
         )
         .unwrap();
         let sshd_log = root.join("sshd.log");
+        // SetEnv: root's shell start-up on the CI machines runs `pyenv rehash`, which waits up
+        // to 60 s for a lock file that a shell killed mid-rehash (a terminated session) leaves
+        // behind; every later interactive shell then starts a minute late. One second is
+        // enough for a live rehash.
         let config = format!(
             "Port {sshd_port}\nListenAddress 127.0.0.1\nHostKey {root}/sshd_host\n\
              AuthorizedKeysFile {root}/authorized_keys\nPidFile none\nUsePAM no\nStrictModes no\n\
              PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              Subsystem sftp /usr/lib/openssh/sftp-server\nLogLevel VERBOSE\nMaxStartups 200\nMaxSessions 100\n\
-             AcceptEnv LANG LC_* WG_*\n",
+             AcceptEnv LANG LC_* WG_*\n\
+             SetEnv PYENV_REHASH_TIMEOUT=1\n",
             root = root.display()
         );
         std::fs::write(root.join("sshd_config"), config).unwrap();
