@@ -23,6 +23,8 @@
 #     WARDENGATE_CONNECTION_WORKERS (passed through to the gateway) compares runtime layouts.
 #   * measures single-keystroke echo latency per path: `ssh -tt HOST cat` driven through pipes by
 #     bench/ssh_bench_helper.py; one byte is written and timed until the remote PTY echoes it.
+#     With socat installed, latency also runs through (e) a plain TCP relay to the target sshd
+#     (`socat`, no SSH layer, no crypto): the floor of what any extra hop costs on this machine.
 #     The four paths run side by side and take turns keystroke by keystroke, so a change in the
 #     machine's state during the run affects them alike.
 #
@@ -166,6 +168,20 @@ start_sshd target "$TPORT" "$TMP/keys/target_host"
 start_sshd jump "$JPORT" "$TMP/keys/jump_host"
 log "sshd target on 127.0.0.1:$TPORT, sshd jump host on 127.0.0.1:$JPORT"
 
+# The floor of any relay (latency only): socat copying TCP bytes to the target sshd, no SSH
+# layer, no crypto. What it adds over direct is what one extra process hop costs on this
+# machine before any work is done in it.
+RPORT=""
+if command -v socat >/dev/null; then
+    RPORT=$(free_port)
+    setsid socat "TCP-LISTEN:$RPORT,bind=127.0.0.1,reuseaddr,fork,nodelay" "TCP:127.0.0.1:$TPORT,nodelay" \
+        </dev/null >/dev/null 2>"$TMP/socat.log" &
+    PGIDS+=($!)
+    wait_port "$RPORT" 10 || { log "socat did not listen; no TCP relay floor"; RPORT=""; }
+else
+    log "socat not installed: no TCP relay floor in the latency table (apt-get install socat)"
+fi
+
 # ---------------------------------------------------------------- wardengate dev (release)
 WARDENGATE_LOG=info setsid "$BIN/wardengate" dev --data-dir "$TMP/data" \
     --ssh-addr "127.0.0.1:$GWPORT" --api-addr "127.0.0.1:$APIPORT" \
@@ -230,6 +246,8 @@ Host jumphost
 Host proxyjump
     Port $TPORT
     ProxyJump jumphost
+Host tcprelay
+    Port ${RPORT:-1}
 Host gw-norec
     Port $GWPORT
     User admin@local:bench-norec
@@ -254,7 +272,11 @@ EOF
 
 PATHS=(direct proxyjump gw-norec gw-rec)
 declare -A LABEL=([direct]="(a) direct ssh" [proxyjump]="(b) ssh ProxyJump" \
-                  [gw-norec]="(c) gateway, rec off" [gw-rec]="(d) gateway, rec on")
+                  [gw-norec]="(c) gateway, rec off" [gw-rec]="(d) gateway, rec on" \
+                  [tcprelay]="(e) TCP relay (socat)")
+# Latency also runs through the TCP relay floor, when there is one.
+LAT_PATHS=("${PATHS[@]}")
+[ -n "$RPORT" ] && LAT_PATHS+=(tcprelay)
 declare -A TGT=([gw-norec]=bench-norec [gw-rec]=bench-rec)
 
 # ---------------------------------------------------------------- the data
@@ -399,12 +421,12 @@ done
 
 # ---------------------------------------------------------------- latency
 declare -A LAT
-log "keystroke echo latency, $LAT_N rounds over ${#PATHS[@]} paths (interleaved)"
+log "keystroke echo latency, $LAT_N rounds over ${#LAT_PATHS[@]} paths (interleaved)"
 LAT_ARGS=()
-for p in "${PATHS[@]}"; do LAT_ARGS+=(-- ssh -F "$CFG" -e none -tt "$p" cat); done
+for p in "${LAT_PATHS[@]}"; do LAT_ARGS+=(-- ssh -F "$CFG" -e none -tt "$p" cat); done
 mapfile -t LAT_OUT < <(timeout 1800 python3 "$HELPER" latency "$LAT_N" "$LAT_PAUSE" "${LAT_ARGS[@]}" 2>&1)
 i=0
-for p in "${PATHS[@]}"; do
+for p in "${LAT_PATHS[@]}"; do
     if [[ "${LAT_OUT[0]:-}" == ERROR* ]]; then LAT[$p]=${LAT_OUT[0]}; else LAT[$p]=${LAT_OUT[$i]:-ERROR no output}; fi
     i=$((i + 1))
 done
@@ -440,7 +462,7 @@ echo
 echo "Keystroke echo latency (microseconds; ssh -tt HOST cat, one byte, ${LAT_PAUSE}s between; paths interleaved;"
 echo "  over direct = median over rounds of (path sample - direct sample of the same round))"
 printf '%-22s %9s %9s %7s %9s %9s %12s\n' path p50 p99 n min max "over direct"
-for p in "${PATHS[@]}"; do
+for p in "${LAT_PATHS[@]}"; do
     if [[ "${LAT[$p]}" == ERROR* ]]; then printf '%-22s %s\n' "${LABEL[$p]}" "${LAT[$p]}"
     else read -r a b c e f g <<<"${LAT[$p]}"; printf '%-22s %9s %9s %7s %9s %9s %12s\n' "${LABEL[$p]}" "$a" "$b" "$c" "$e" "$f" "$g"; fi
 done

@@ -148,6 +148,11 @@ impl Generator<'_> {
             actor: format!("user{actor:04}@corp"),
             actor_groups: vec!["corp".into(), format!("team-{:02}", actor % 20)],
             target: format!("tgt-{t:04}"),
+            target_tags: [(
+                "env".to_owned(),
+                ["prod", "staging", "dev"][(t % 3) as usize].to_owned(),
+            )]
+            .into(),
             target_address: format!("10.1.{}.{}:{port}", t / 250, t % 250 + 1),
             protocol: protocol.into(),
             account: Some(account.into()),
@@ -298,6 +303,7 @@ fn bind_record<'q>(
         .bind(r.actor.clone())
         .bind(serde_json::to_string(&r.actor_groups)?)
         .bind(r.target.clone())
+        .bind(serde_json::to_string(&r.target_tags)?)
         .bind(r.target_address.clone())
         .bind(r.protocol.clone())
         .bind(r.account.clone())

@@ -411,7 +411,8 @@ pub struct TerminateArgs {
     /// Mass termination: every live session to this target.
     #[arg(long, value_name = "TARGET")]
     pub target: Option<String>,
-    /// Mass termination: every live session to targets tagged key=value.
+    /// Mass termination: every live session to a target tagged key=value (when the session
+    /// started, or now).
     #[arg(long = "target-tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
     pub target_tag: Option<String>,
     /// Mass termination: every live session of this protocol (ssh, pg, rdp).

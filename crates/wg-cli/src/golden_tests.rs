@@ -278,10 +278,21 @@ fn recording_modes() {
         render::recording_line(&info("metadata", "recording")),
         "metadata"
     );
+    // 511 bytes round to 0 KB, but a recording with output is shown as at least 1 KB.
     assert_eq!(
         render::recording_line(&info("full", "recording")),
-        "full  (chunk 1/∞, 0 KB)"
+        "full  (chunk 1/∞, 1 KB)"
     );
+    let empty = RecordingInfo {
+        bytes: 0,
+        ..info("full", "recording")
+    };
+    assert_eq!(render::recording_line(&empty), "full  (chunk 1/∞, 0 KB)");
+    let rounded = RecordingInfo {
+        bytes: 1535,
+        ..info("full", "recording")
+    };
+    assert_eq!(render::recording_line(&rounded), "full  (chunk 1/∞, 1 KB)");
 }
 
 #[test]
@@ -602,6 +613,7 @@ fn mass_terminate_output() {
             terminated(false, None),
         ],
         failed: vec![],
+        already_ended: 0,
     };
     let out = render::terminate_matching(&r);
     assert_eq!(
@@ -613,6 +625,18 @@ fn mass_terminate_output() {
         )
     );
     insta::assert_snapshot!(out);
+    // A concurrent mass termination that found its sessions already taken says so.
+    let raced = wg_domain::api::BulkTerminateResponse {
+        bulk_operation: "bulk_0a1b2c3d4e5f".into(),
+        terminated: vec![],
+        failed: vec![],
+        already_ended: 3,
+    };
+    assert_eq!(
+        render::terminate_matching(&raced),
+        "0 sessions terminated (bulk operation bulk_0a1b2c3d4e5f)\n\
+         3 other matching sessions had already ended (on their own or by another termination)\n"
+    );
 }
 
 #[test]

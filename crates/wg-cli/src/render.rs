@@ -211,9 +211,13 @@ fn protocol_line(s: &SessionView) -> String {
     }
 }
 
-/// `X` of `X KB`: bytes / 1024, rounded to the nearest whole number.
+/// `X` of `X KB`: bytes / 1024, rounded to the nearest whole number, except that a recording
+/// with any bytes shows at least 1 (a few hundred bytes of output are not "0 KB").
 fn kib(bytes: u64) -> u64 {
-    bytes.saturating_add(512) / 1024
+    match bytes {
+        0 => 0,
+        b => (b.saturating_add(512) / 1024).max(1),
+    }
 }
 
 /// The `recording` value of `session show`.
@@ -605,6 +609,14 @@ pub fn terminate_matching(r: &wg_domain::api::BulkTerminateResponse) -> String {
         if n == 1 { "" } else { "s" },
         clean(&r.bulk_operation)
     ));
+    if r.already_ended > 0 {
+        let m = r.already_ended;
+        out.push_str(&format!(
+            "{m} other matching session{} had already ended (on {} own or by another termination)\n",
+            if m == 1 { "" } else { "s" },
+            if m == 1 { "its" } else { "their" },
+        ));
+    }
     out
 }
 

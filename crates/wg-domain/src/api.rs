@@ -291,7 +291,8 @@ pub struct BulkTerminateRequest {
     /// Sessions to this target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// Sessions to targets carrying this tag, written `key=value`.
+    /// Sessions to targets carrying this tag, written `key=value`: when the session was
+    /// requested (the tags are kept on the session) or now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_tag: Option<String>,
     /// Sessions of this protocol.
@@ -317,6 +318,10 @@ pub struct BulkTerminateResponse {
     pub terminated: Vec<TerminateResponse>,
     /// Sessions that could not be terminated.
     pub failed: Vec<BulkFailure>,
+    /// Matching sessions this call did not terminate because they had ended meanwhile (on their
+    /// own, or terminated by another operation that got there first).
+    #[serde(default)]
+    pub already_ended: u32,
 }
 
 /// `POST /api/v1/sessions/{id}/handoff` body: offer the session to another principal.

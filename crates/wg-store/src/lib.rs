@@ -36,6 +36,8 @@ pub use handoffs::{
 pub use rows::SESSION_COLUMNS;
 pub use slots::{SlotClaim, SlotUsage, SlotsFull};
 
+use std::collections::BTreeMap;
+
 use sqlx::{Any, AnyPool, Row, Transaction};
 use wg_domain::SessionId;
 use wg_domain::api::AppliedResource;
@@ -106,6 +108,9 @@ pub struct SessionRecord {
     pub actor_groups: Vec<String>,
     /// Target name.
     pub target: String,
+    /// The target's tags when the session was requested (`--target-tag` selects on these as
+    /// well as on the target's current tags).
+    pub target_tags: BTreeMap<String, String>,
     /// Target address `host:port`.
     pub target_address: String,
     /// `ssh`, `pg` or `rdp`.

@@ -55,6 +55,11 @@ const SQLITE: &[Migration] = &[
         name: "session_history_indexes",
         sql: include_str!("../migrations/sqlite/0008_session_history_indexes.sql"),
     },
+    Migration {
+        version: 9,
+        name: "session_target_tags",
+        sql: include_str!("../migrations/sqlite/0009_session_target_tags.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -97,6 +102,11 @@ const POSTGRES: &[Migration] = &[
         version: 8,
         name: "session_history_indexes",
         sql: include_str!("../migrations/postgres/0008_session_history_indexes.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "session_target_tags",
+        sql: include_str!("../migrations/postgres/0009_session_target_tags.sql"),
     },
 ];
 

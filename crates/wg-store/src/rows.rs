@@ -13,12 +13,13 @@ use crate::{Result, SealedSecret, SessionPatch, SessionRecord, corrupt, encode_e
 
 /// Every column of `sessions`, in [`SessionRecord`] field order (exported for tools that load
 /// rows in bulk, e.g. `bench/`).
-pub const SESSION_COLUMNS: [&str; 31] = [
+pub const SESSION_COLUMNS: [&str; 32] = [
     "id",
     "state",
     "actor",
     "actor_groups",
     "target",
+    "target_tags",
     "target_address",
     "protocol",
     "account",
@@ -78,6 +79,9 @@ pub(crate) fn session_from_row(row: &AnyRow) -> Result<SessionRecord> {
     let groups: String = row.try_get("actor_groups")?;
     let actor_groups: Vec<String> = serde_json::from_str(&groups)
         .map_err(|e| corrupt("sessions", format!("{id}: actor_groups: {e}")))?;
+    let tags: String = row.try_get("target_tags")?;
+    let target_tags = serde_json::from_str(&tags)
+        .map_err(|e| corrupt("sessions", format!("{id}: target_tags: {e}")))?;
     let recording_bytes: i64 = row.try_get("recording_bytes")?;
     let recording_bytes = u64::try_from(recording_bytes).map_err(|_| {
         corrupt(
@@ -101,6 +105,7 @@ pub(crate) fn session_from_row(row: &AnyRow) -> Result<SessionRecord> {
         actor: row.try_get("actor")?,
         actor_groups,
         target: row.try_get("target")?,
+        target_tags,
         target_address: row.try_get("target_address")?,
         protocol: row.try_get("protocol")?,
         account: row.try_get("account")?,
@@ -138,6 +143,7 @@ pub(crate) fn session_args(r: &SessionRecord) -> Result<Args> {
     a.push(r.actor.clone());
     a.push(serde_json::to_string(&r.actor_groups).map_err(json_error)?);
     a.push(r.target.clone());
+    a.push(serde_json::to_string(&r.target_tags).map_err(json_error)?);
     a.push(r.target_address.clone());
     a.push(r.protocol.clone());
     a.push(r.account.clone());

@@ -228,6 +228,7 @@ fn session(created_ms: i64, actor: &str, target: &str) -> SessionRecord {
         actor: actor.to_owned(),
         actor_groups: vec!["ops".to_owned(), "dba".to_owned()],
         target: target.to_owned(),
+        target_tags: [("env".to_owned(), "prod".to_owned())].into(),
         target_address: "10.0.0.1:22".to_owned(),
         protocol: "ssh".to_owned(),
         account: None,

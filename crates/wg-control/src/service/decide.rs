@@ -64,9 +64,9 @@ impl ControlPlane {
             .get_resource(Kind::Target, &ask.target)
             .await
             .map_err(|e| deny(e.into()))?;
-        let target_address = match &target {
-            Some(Resource::Target(t)) => t.address.clone(),
-            _ => String::new(),
+        let (target_address, target_tags) = match &target {
+            Some(Resource::Target(t)) => (t.address.clone(), t.tags.clone()),
+            _ => (String::new(), Default::default()),
         };
         let record = SessionRecord {
             id,
@@ -74,6 +74,7 @@ impl ControlPlane {
             actor: ask.actor.clone(),
             actor_groups: groups.clone(),
             target: ask.target.clone(),
+            target_tags,
             target_address,
             protocol: protocol.as_str().into(),
             account: ask.account.clone(),

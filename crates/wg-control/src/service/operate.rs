@@ -178,12 +178,16 @@ impl ControlPlane {
                 ..Default::default()
             })
             .await?;
+        // A tag selects a session whose target carried it when the session was requested, or
+        // carries it now: a target deleted or re-tagged since keeps its sessions selectable, and
+        // one tagged since (or sessions from before tags were kept) are found by its current tags.
         let matching: Vec<SessionRecord> = sessions
             .into_iter()
-            .filter(|s| {
-                tagged
-                    .as_ref()
-                    .is_none_or(|names| names.contains(&s.target))
+            .filter(|s| match (&tag, &tagged) {
+                (Some((k, v)), Some(names)) => {
+                    s.target_tags.get(k).is_some_and(|x| x == v) || names.contains(&s.target)
+                }
+                _ => true,
             })
             .collect();
         let bulk = format!(
@@ -250,10 +254,11 @@ impl ControlPlane {
         results.extend(one_by_one);
         let mut terminated = Vec::new();
         let mut failed = Vec::new();
+        let mut already_ended = 0u32;
         for (id, r) in results {
             match r {
                 Ok(resp) if !resp.already_closed => terminated.push(resp),
-                Ok(_) => {}
+                Ok(_) => already_ended = already_ended.saturating_add(1),
                 Err(e) => failed.push(wg_domain::api::BulkFailure {
                     session: id,
                     error: e.0.message,
@@ -264,6 +269,7 @@ impl ControlPlane {
             bulk_operation = %bulk,
             terminated = terminated.len(),
             failed = failed.len(),
+            already_ended,
             total_ms = started.elapsed().as_millis(),
             "mass termination done"
         );
@@ -271,6 +277,7 @@ impl ControlPlane {
             bulk_operation: bulk,
             terminated,
             failed,
+            already_ended,
         })
     }
 
