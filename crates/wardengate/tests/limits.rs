@@ -187,3 +187,76 @@ fn target_and_policy_scopes_are_reported_distinctly() {
         });
     }
 }
+
+/// A session terminated while its access decision is still pending (here: waiting for a
+/// concurrency slot, in `requested`) ends as a forced end: the client is told the operator and
+/// the reason and exits 255, like any terminated session — not "access denied", exit 1.
+#[test]
+fn terminate_during_the_decision_tells_the_operator_and_reason() {
+    let rig = Rig::start();
+    alice_with_limit(&rig, 1);
+    let mut hold = rig
+        .ssh("alice", "alice@corp:dev1", &["sleep 600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the held session active", Duration::from_secs(30), || {
+        rig.sessions().iter().any(|s| s["state"] == "active")
+    });
+    // The second attempt waits up to 1 s for alice's slot; the terminate has to land in that
+    // second. On a loaded machine it may miss (the wait ends first: "already closed"), so the
+    // attempt is repeated a few times.
+    let mut tries = 0;
+    let (id, done) = loop {
+        tries += 1;
+        assert!(tries <= 5, "never caught a session in `requested`");
+        let attempt = rig
+            .ssh("alice", "alice@corp:dev1", &["echo RAN"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut id = None;
+        while id.is_none() && Instant::now() < deadline {
+            id = rig
+                .sessions()
+                .into_iter()
+                .find(|s| s["state"] == "requested")
+                .and_then(|s| s["id"].as_str().map(str::to_owned));
+        }
+        let Some(id) = id else {
+            let _ = attempt.wait_with_output();
+            continue;
+        };
+        let out = rig.wgctl_ok(&["session", "terminate", &id, "--reason", "stop that"]);
+        let done = attempt.wait_with_output().unwrap();
+        if out.contains("already closed") {
+            continue;
+        }
+        assert!(out.starts_with(&format!("terminated {id} at ")), "{out}");
+        break (id, done);
+    };
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(255), "stderr {err:?}");
+    assert!(done.stdout.is_empty(), "the command must not run");
+    assert!(
+        err.contains("wardengate: session terminated by admin@local: stop that"),
+        "{err}"
+    );
+    assert!(!err.contains("access denied"), "{err}");
+    let s = rig.session(&id);
+    assert_eq!(s["state"], "closed");
+    assert_eq!(s["end_reason"], "terminated");
+    let kinds: Vec<String> = rig
+        .audit(&id)
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(!kinds.iter().any(|k| k == "session.denied"), "{kinds:?}");
+    let _ = hold.kill();
+    let _ = hold.wait();
+}

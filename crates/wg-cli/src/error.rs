@@ -84,7 +84,7 @@ pub fn code_exit(code: ErrorCode) -> u8 {
         | ErrorCode::ConcurrencyLimit
         | ErrorCode::HandoffExpired => exit::DENIED,
         ErrorCode::Unavailable => exit::UNREACHABLE,
-        ErrorCode::Conflict | ErrorCode::Internal => exit::FAILURE,
+        ErrorCode::Conflict | ErrorCode::Terminated | ErrorCode::Internal => exit::FAILURE,
     }
 }
 

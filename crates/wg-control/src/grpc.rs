@@ -155,7 +155,9 @@ fn status(e: ControlError) -> Status {
         ErrorCode::Unauthorized => Status::unauthenticated(msg),
         ErrorCode::Forbidden | ErrorCode::PolicyDenied => Status::permission_denied(msg),
         ErrorCode::NotFound => Status::not_found(msg),
-        ErrorCode::Conflict | ErrorCode::HandoffExpired => Status::failed_precondition(msg),
+        ErrorCode::Conflict | ErrorCode::HandoffExpired | ErrorCode::Terminated => {
+            Status::failed_precondition(msg)
+        }
         ErrorCode::ConcurrencyLimit => Status::resource_exhausted(msg),
         ErrorCode::Unavailable => Status::unavailable(msg),
         ErrorCode::Internal => Status::internal(msg),

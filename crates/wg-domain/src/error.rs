@@ -23,6 +23,9 @@ pub enum ErrorCode {
     ConcurrencyLimit,
     /// A handoff was not accepted within its window (HTTP 410): the offer is gone.
     HandoffExpired,
+    /// The session was terminated by an operator before it could start (HTTP 409); the message
+    /// is `session terminated by OPERATOR: REASON`.
+    Terminated,
     /// A dependency (gateway, store) cannot be reached (HTTP 503).
     Unavailable,
     /// A bug or an unexpected failure (HTTP 500).
@@ -41,6 +44,7 @@ impl ErrorCode {
             ErrorCode::PolicyDenied => "policy_denied",
             ErrorCode::ConcurrencyLimit => "concurrency_limit",
             ErrorCode::HandoffExpired => "handoff_expired",
+            ErrorCode::Terminated => "terminated",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -53,7 +57,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden | ErrorCode::PolicyDenied => 403,
             ErrorCode::NotFound => 404,
-            ErrorCode::Conflict => 409,
+            ErrorCode::Conflict | ErrorCode::Terminated => 409,
             ErrorCode::ConcurrencyLimit => 429,
             ErrorCode::HandoffExpired => 410,
             ErrorCode::Unavailable => 503,

@@ -244,12 +244,7 @@ impl ControlPlane {
                 .map_err(|e| fail(e.into()))?
             {
                 Ok(true) => break,
-                Ok(false) => {
-                    return Err(fail(ControlError::new(
-                        ErrorCode::Conflict,
-                        "the session was terminated while it was being decided",
-                    )));
-                }
+                Ok(false) => return Err(fail(self.terminated_while_deciding(id).await)),
                 Err(_) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(25)).await;
                 }
@@ -308,6 +303,34 @@ impl ControlPlane {
             reconnect: admission.reconnect,
             owner: ask.actor.clone(),
         })
+    }
+
+    /// The refusal of an attempt whose session left `requested` while it was being decided: an
+    /// operator terminated it (the only way out of `requested` but the decision itself).
+    /// `terminated` with `session terminated by OPERATOR: REASON`, which the gateway shows as
+    /// it shows any termination; the operator comes from the `session.terminated` event.
+    async fn terminated_while_deciding(&self, id: SessionId) -> ControlError {
+        let store = &self.inner.store;
+        let reason = match store.get_session(id).await {
+            Ok(Some(r)) => r.end_detail.unwrap_or_default(),
+            _ => String::new(),
+        };
+        let by = store
+            .list_audit(&wg_store::AuditFilter {
+                session: Some(id.to_string()),
+                kind: Some(kinds::SESSION_TERMINATED.into()),
+                after_seq: None,
+                limit: Some(1),
+            })
+            .await
+            .ok()
+            .and_then(|events| events.into_iter().next())
+            .and_then(|e| e.actor);
+        let message = match by {
+            Some(by) => format!("session terminated by {by}: {reason}"),
+            None => format!("session terminated: {reason}"),
+        };
+        ControlError::new(ErrorCode::Terminated, message)
     }
 
     /// The four concurrency claims of an admitted attempt, each limit taken from the most

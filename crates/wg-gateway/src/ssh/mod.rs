@@ -37,6 +37,7 @@ use russh::server::{Auth, Msg, Session};
 use russh::{Channel, ChannelId};
 use tokio_util::sync::CancellationToken;
 use wg_domain::SessionId;
+use wg_domain::error::ErrorCode;
 use wg_domain::lifecycle::EndReason;
 use wg_domain::login::LoginName;
 use wg_proto::v1::{SessionReport, SessionRequest, credential};
@@ -395,6 +396,10 @@ struct ClientHandler {
     /// The control plane could not be asked about the key: the refusal line. Such a connection
     /// is never authenticated as anyone; it only hears why it is refused.
     unreachable: Option<String>,
+    /// The refusal is an operator's termination of the attempt while it was being decided: its
+    /// channel gets the `wardengate: session terminated by …` line and no exit status, so the
+    /// client exits 255 as for any terminated session (a denial gets exit status 1).
+    refusal_is_end: bool,
 }
 
 /// The first session channel before the decision, with the requests that came before it.
@@ -432,6 +437,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         pending: None,
         handoff_base: handoff_base.clone(),
         unreachable: None,
+        refusal_is_end: false,
     };
     let running = match russh::server::run_stream(shared.config.clone(), stream, handler).await {
         Ok(r) => r,
@@ -728,6 +734,15 @@ impl ClientHandler {
             return Ok(None);
         }
         if !decision.allowed {
+            if decision.error_code == ErrorCode::Terminated.as_str() {
+                // Control characters are stripped: the operator's reason goes to a terminal.
+                self.refusal_is_end = true;
+                return Err(decision
+                    .message
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .collect());
+            }
             let mut line = format!(
                 "access denied ({}): {}",
                 decision.error_code, decision.message
@@ -955,10 +970,13 @@ impl russh::server::Handler for ClientHandler {
                 let line = format!("wardengate: {line}\r\n");
                 let handle = session.handle();
                 let kill = self.kill.clone();
+                let status = self.refusal_status();
                 tokio::spawn(async move {
                     let id = channel.id();
                     let _ = channel.extended_data_bytes(1, line.into_bytes()).await;
-                    let _ = handle.exit_status_request(id, 1).await;
+                    if let Some(status) = status {
+                        let _ = handle.exit_status_request(id, status).await;
+                    }
                     let _ = channel.eof().await;
                     let _ = channel.close().await;
                     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1341,6 +1359,12 @@ impl ClientHandler {
         admitted
     }
 
+    /// The exit status a refused attempt's channel reports: 1 for a denial, none for a
+    /// termination (the client then exits 255, as for any forced end).
+    fn refusal_status(&self) -> Option<u32> {
+        (!self.refusal_is_end).then_some(1)
+    }
+
     /// Marks the connection refused with `line` (shown to the client at its first request).
     fn refuse(&mut self, line: &str) {
         let _ = self.refusal.set(line.to_owned());
@@ -1372,17 +1396,21 @@ impl ClientHandler {
             Ok(Some(s)) => s,
             Ok(None) => return session.channel_failure(channel),
             Err(line) => {
-                // The refusal goes on this channel: one line on stderr, exit status 1.
+                // The refusal goes on this channel: one line on stderr, exit status 1 (none
+                // for a termination, see `refusal_is_end`).
                 session.channel_success(channel)?;
                 let handle = session.handle();
                 let kill = self.kill.clone();
                 let ch = p.channel;
+                let status = self.refusal_status();
                 tokio::spawn(async move {
                     let id = ch.id();
                     let _ = ch
                         .extended_data_bytes(1, format!("wardengate: {line}\r\n").into_bytes())
                         .await;
-                    let _ = handle.exit_status_request(id, 1).await;
+                    if let Some(status) = status {
+                        let _ = handle.exit_status_request(id, status).await;
+                    }
                     let _ = ch.eof().await;
                     let _ = ch.close().await;
                     tokio::time::sleep(Duration::from_secs(2)).await;
