@@ -46,6 +46,8 @@ pub mod kinds {
     pub const SESSION_HANDOFF_ACCEPTED: &str = "session.handoff.accepted";
     /// A handoff was not accepted in time (an accept after the window is refused).
     pub const SESSION_HANDOFF_EXPIRED: &str = "session.handoff.expired";
+    /// A pending handoff was voided because its session ended before anyone accepted it.
+    pub const SESSION_HANDOFF_CANCELLED: &str = "session.handoff.cancelled";
     /// A port forward was opened through a session.
     pub const SESSION_FORWARD_OPENED: &str = "session.forward.opened";
     /// A port forward was refused by policy.

@@ -254,15 +254,19 @@ async fn expire_in(
 }
 
 /// Cancels the pending handoff offers of `sessions` (they are ending) at `now`, inside the
-/// caller's transaction; sessions without one are no-ops.
+/// caller's transaction, and returns them as cancelled (for their `session.handoff.cancelled`
+/// events); sessions without one are no-ops.
 pub(crate) async fn cancel_pending(
     tx: &mut Transaction<'static, Any>,
     sessions: &[String],
     now: UnixMillis,
-) -> Result<()> {
+) -> Result<Vec<HandoffRecord>> {
+    let mut cancelled = Vec::new();
     for ids in sessions.chunks(crate::slots::IN_LIST) {
+        // RETURNING: PostgreSQL, and SQLite since 3.35 (sqlx bundles a newer one).
         let sql = format!(
-            "UPDATE session_handoffs SET state = $1, decided_ms = $2 WHERE state = $3 AND session_id IN ({})",
+            "UPDATE session_handoffs SET state = $1, decided_ms = $2 WHERE state = $3 AND session_id IN ({}) \
+             RETURNING {HANDOFF_COLUMNS}",
             crate::sql::placeholders_from(4, ids.len())
         );
         let mut q = sqlx::query(&sql)
@@ -272,9 +276,27 @@ pub(crate) async fn cancel_pending(
         for id in ids {
             q = q.bind(id);
         }
-        q.execute(&mut **tx).await?;
+        for row in q.fetch_all(&mut **tx).await? {
+            cancelled.push(handoff_from_row(&row)?);
+        }
     }
-    Ok(())
+    Ok(cancelled)
+}
+
+/// The `session.handoff.cancelled` event of an offer voided because its session ended; `actor`
+/// is whoever ended the session (the actor of the ending move's first event).
+pub(crate) fn cancelled_event(h: &HandoffRecord, actor: Option<&str>) -> NewAuditEvent {
+    let mut event = NewAuditEvent::new(kinds::SESSION_HANDOFF_CANCELLED)
+        .session(h.session)
+        .reason(h.reason.clone())
+        .details(serde_json::json!({
+            "from": h.from_actor, "to": h.to_principal, "requested_by": h.requested_by,
+            "requested_at": rfc3339(h.requested_ms), "why": "the session ended",
+        }));
+    if let Some(actor) = actor {
+        event = event.actor(actor);
+    }
+    event
 }
 
 impl Store {

@@ -1067,16 +1067,27 @@ async fn transitions_in(
         .filter(|(m, ok)| **ok && matches!(m.to, SessionState::Closing | SessionState::Closed))
         .map(|(m, _)| m.id.to_string())
         .collect();
+    let mut cancelled = Vec::new();
     if !ending.is_empty() {
         slots::release(tx, &ending).await?;
-        handoffs::cancel_pending(tx, &ending, now_millis()).await?;
+        cancelled = handoffs::cancel_pending(tx, &ending, now_millis()).await?;
     }
-    let audit: Vec<NewAuditEvent> = moves
+    let mut audit: Vec<NewAuditEvent> = moves
         .iter()
         .zip(&moved)
         .filter(|(_, ok)| **ok)
         .flat_map(|(m, _)| m.audit.iter().cloned())
         .collect();
+    // A voided offer is told after the events of the move that ended its session, attributed
+    // to whoever ended it.
+    for h in &cancelled {
+        let actor = moves
+            .iter()
+            .find(|m| m.id == h.session)
+            .and_then(|m| m.audit.first())
+            .and_then(|e| e.actor.as_deref());
+        audit.push(handoffs::cancelled_event(h, actor));
+    }
     chain::append_many(tx, chain, &audit).await?;
     Ok(moved)
 }

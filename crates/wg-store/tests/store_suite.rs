@@ -2178,17 +2178,39 @@ async fn handoffs_need_a_live_session_and_end_with_it(db: &TestDb) {
         .unwrap();
     let h = requested(request(&store, &offer(&s, "dan@corp", 10_000, 300_000)).await);
 
-    // Ending the session voids the pending offer; a late accept finds no live session.
+    // Ending the session voids the pending offer, with an event after the ending move's own,
+    // attributed to whoever ended it; a late accept finds no live session.
     store
         .transition_session(
             s.id,
             SessionState::Detached,
             SessionState::Closing,
             &SessionPatch::default(),
-            &[],
+            &[NewAuditEvent::new(kinds::SESSION_TERMINATED)
+                .actor("admin@local")
+                .session(s.id)
+                .reason("shift over")],
         )
         .await
         .unwrap();
+    let trail: Vec<String> = all_audit(&store)
+        .await
+        .into_iter()
+        .filter(|e| e.session.as_deref() == Some(s.id.to_string().as_str()))
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        trail[trail.len() - 2..],
+        [kinds::SESSION_TERMINATED, kinds::SESSION_HANDOFF_CANCELLED]
+    );
+    let cancelled = events_of(&store, &s, kinds::SESSION_HANDOFF_CANCELLED).await;
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].actor.as_deref(), Some("admin@local"));
+    assert!(
+        cancelled[0].details_json.contains("\"to\":\"dan@corp\""),
+        "{}",
+        cancelled[0].details_json
+    );
     let got = store
         .list_handoffs(&HandoffFilter {
             to_principal: Some("dan@corp".into()),
