@@ -318,6 +318,37 @@ fn gateways_join_once_and_a_lost_gateway_frees_its_sessions() {
     });
     let tokens = cp.wgctl_ok(&["gateway", "token", "list"]);
     assert_eq!(tokens.matches(" used ").count(), 2, "{tokens}");
+    // An unused token can be revoked: a gateway presenting it is refused. A used one cannot
+    // (the answer points at `gateway remove`).
+    let t3 = join_token(&cp);
+    let ids = |state: &str| -> Vec<String> {
+        let list: serde_json::Value =
+            serde_json::from_str(&cp.wgctl_ok(&["gateway", "token", "list", "-o", "json"]))
+                .unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == state)
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let unused = ids("unused");
+    assert_eq!(unused.len(), 1, "{unused:?}");
+    let out = cp.wgctl_ok(&["gateway", "token", "revoke", &unused[0]]);
+    assert!(out.contains("revoked: a gateway presenting it is refused"), "{out}");
+    assert_eq!(ids("revoked"), unused);
+    let (config, _) = gateway_config(&rig, &cp, "gwd", &t3);
+    let mut d = spawn_gateway(&rig, &config, "gwd");
+    assert!(!wait_exit(&mut d, Duration::from_secs(20)).success());
+    assert!(
+        read(&rig.path("gwd.log")).contains("the token was revoked"),
+        "{}",
+        read(&rig.path("gwd.log"))
+    );
+    let used = cp.wgctl(&["gateway", "token", "revoke", &ids("used")[0]]);
+    assert_eq!(used.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&used.stderr);
+    assert!(err.contains("wgctl gateway remove gw-us-"), "{err}");
     let list = cp.wgctl_ok(&["gateway", "list"]);
     assert!(
         list.contains("gw-us-1") && list.contains("gw-us-2"),

@@ -132,7 +132,7 @@ pub enum GatewayCmd {
     /// One-time join tokens for new gateways (admins only).
     #[command(
         subcommand,
-        after_help = "Examples:\n  wgctl gateway token create --pool us --ttl 1h\n  wgctl gateway token list"
+        after_help = "Examples:\n  wgctl gateway token create --pool us --ttl 1h\n  wgctl gateway token list\n  wgctl gateway token revoke 3f0b9c2d41aa"
     )]
     Token(GatewayTokenCmd),
     /// Revoke a gateway: its credential is refused and its stream cut (admins only).
@@ -170,6 +170,21 @@ plane with another CA.\n\nExample:\n  wgctl gateway token create --pool us --ttl
     /// Every join token (never the token itself): pool, expiry, state, the gateway that used it.
     #[command(after_help = "Example:\n  wgctl gateway token list")]
     List(GatewayListArgs),
+    /// Revoke an unused join token: a gateway presenting it is refused from now on.
+    #[command(
+        after_help = "ID is the token's ID column in `wgctl gateway token list`. A token a gateway has\n\
+already joined with cannot be revoked: remove that gateway instead (wgctl gateway remove).\n\n\
+Example:\n  wgctl gateway token revoke 3f0b9c2d41aa"
+    )]
+    Revoke(GatewayTokenRevokeArgs),
+}
+
+/// `wgctl gateway token revoke` arguments.
+#[derive(Debug, Args)]
+pub struct GatewayTokenRevokeArgs {
+    /// The token's ID (12 hex digits), from `wgctl gateway token list`.
+    #[arg(value_name = "ID")]
+    pub id: String,
 }
 
 /// `wgctl gateway token create` flags.

@@ -795,3 +795,21 @@ fn token_output_is_the_token_alone() {
         "Debug must not show the token"
     );
 }
+
+#[test]
+fn join_token_revoked() {
+    let mut r = wg_domain::api::JoinTokenRevoked {
+        id: "3f0b9c2d41aa".into(),
+        pool: "us".into(),
+        already_revoked: false,
+    };
+    assert_eq!(
+        render::token_revoked(&r),
+        "join token 3f0b9c2d41aa (pool us) revoked: a gateway presenting it is refused from now on\n"
+    );
+    r.already_revoked = true;
+    assert_eq!(
+        render::token_revoked(&r),
+        "join token 3f0b9c2d41aa (pool us) was already revoked\n"
+    );
+}

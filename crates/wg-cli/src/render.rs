@@ -651,6 +651,23 @@ pub fn gateway_list(rows: &[wg_domain::api::GatewayView]) -> String {
     )
 }
 
+/// `wgctl gateway token revoke`: one line.
+pub fn token_revoked(r: &wg_domain::api::JoinTokenRevoked) -> String {
+    if r.already_revoked {
+        format!(
+            "join token {} (pool {}) was already revoked\n",
+            clean(&r.id),
+            clean(&r.pool)
+        )
+    } else {
+        format!(
+            "join token {} (pool {}) revoked: a gateway presenting it is refused from now on\n",
+            clean(&r.id),
+            clean(&r.pool)
+        )
+    }
+}
+
 /// `wgctl gateway token list`: `ID POOL STATE USED BY CREATED BY EXPIRES`.
 pub fn join_tokens(rows: &[wg_domain::api::JoinTokenView]) -> String {
     let rows: Vec<Vec<String>> = rows

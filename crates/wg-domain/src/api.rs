@@ -442,6 +442,17 @@ impl std::fmt::Debug for JoinTokenCreated {
     }
 }
 
+/// `POST /api/v1/gateways/tokens/{id}/revoke` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JoinTokenRevoked {
+    /// The token's ID (first 12 hex digits of its SHA-256).
+    pub id: String,
+    /// Its pool.
+    pub pool: String,
+    /// `true` when it had been revoked before: nothing changed.
+    pub already_revoked: bool,
+}
+
 /// One join token in `GET /api/v1/gateways/tokens` (never the token itself).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JoinTokenView {
@@ -455,7 +466,7 @@ pub struct JoinTokenView {
     pub created_at: String,
     /// When it stops being accepted (RFC 3339).
     pub expires_at: String,
-    /// `unused`, `used` or `expired`.
+    /// `unused`, `used`, `expired` or `revoked`.
     pub state: String,
     /// The gateway that joined with it.
     pub used_by: Option<String>,

@@ -72,6 +72,8 @@ pub mod kinds {
     pub const GATEWAY_CONNECTED: &str = "gateway.connected";
     /// A one-time gateway join token was created (never the token).
     pub const GATEWAY_TOKEN_CREATED: &str = "gateway.token.created";
+    /// An unused join token was revoked (`wgctl gateway token revoke`).
+    pub const GATEWAY_TOKEN_REVOKED: &str = "gateway.token.revoked";
     /// A gateway was revoked (`wgctl gateway remove`).
     pub const GATEWAY_REMOVED: &str = "gateway.removed";
     /// A gateway missed its lease.

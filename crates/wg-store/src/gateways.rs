@@ -65,6 +65,23 @@ pub struct JoinTokenRecord {
     pub used_ms: Option<UnixMillis>,
     /// The gateway that redeemed it.
     pub used_by: Option<String>,
+    /// When it was revoked, if it was (an unused token only).
+    pub revoked_ms: Option<UnixMillis>,
+}
+
+/// The outcome of [`Store::revoke_join_token`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevokeTokenOutcome {
+    /// The token is refused from now on (it is returned as it was before).
+    Revoked(JoinTokenRecord),
+    /// It was revoked before (nothing changed).
+    AlreadyRevoked(JoinTokenRecord),
+    /// A gateway joined with it already: revoking the token would not cut that gateway off.
+    Used(JoinTokenRecord),
+    /// No token has this ID.
+    Unknown,
+    /// More than one token starts with this ID (nothing changed).
+    Ambiguous,
 }
 
 /// The outcome of [`Store::join_gateway`].
@@ -78,8 +95,27 @@ pub enum JoinOutcome {
     Used,
     /// The token expired.
     Expired,
+    /// The token was revoked.
+    Revoked,
     /// The certificate for the new gateway could not be issued (nothing was changed).
     NotCertified(String),
+}
+
+const JOIN_TOKEN_COLUMNS: &str =
+    "token_sha256, pool, created_by, created_ms, expires_ms, used_ms, used_by, revoked_ms";
+
+fn join_token_row(r: &AnyRow) -> Result<JoinTokenRecord> {
+    let c = |e| corrupt("gateway_join_tokens", e);
+    Ok(JoinTokenRecord {
+        token_sha256: r.try_get("token_sha256").map_err(c)?,
+        pool: r.try_get("pool").map_err(c)?,
+        created_by: r.try_get("created_by").map_err(c)?,
+        created_ms: r.try_get("created_ms").map_err(c)?,
+        expires_ms: r.try_get("expires_ms").map_err(c)?,
+        used_ms: r.try_get("used_ms").map_err(c)?,
+        used_by: r.try_get("used_by").map_err(c)?,
+        revoked_ms: r.try_get("revoked_ms").map_err(c)?,
+    })
 }
 
 const GATEWAY_COLUMNS: &str =
@@ -132,26 +168,65 @@ impl Store {
 
     /// Every join token, newest first.
     pub async fn list_join_tokens(&self) -> Result<Vec<JoinTokenRecord>> {
-        let rows = sqlx::query(
-            "SELECT token_sha256, pool, created_by, created_ms, expires_ms, used_ms, used_by \
-             FROM gateway_join_tokens ORDER BY created_ms DESC",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {JOIN_TOKEN_COLUMNS} FROM gateway_join_tokens ORDER BY created_ms DESC"
+        ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let c = |e| corrupt("gateway_join_tokens", e);
-                Ok(JoinTokenRecord {
-                    token_sha256: r.try_get("token_sha256").map_err(c)?,
-                    pool: r.try_get("pool").map_err(c)?,
-                    created_by: r.try_get("created_by").map_err(c)?,
-                    created_ms: r.try_get("created_ms").map_err(c)?,
-                    expires_ms: r.try_get("expires_ms").map_err(c)?,
-                    used_ms: r.try_get("used_ms").map_err(c)?,
-                    used_by: r.try_get("used_by").map_err(c)?,
-                })
-            })
-            .collect()
+        rows.iter().map(join_token_row).collect()
+    }
+
+    /// Revokes the unused join token whose SHA-256 starts with `id` (the `ID` column of
+    /// `wgctl gateway token list`, 12 hex digits), with the audit event `event` makes for it,
+    /// in one transaction. A used token is left alone: the gateway it made is removed with
+    /// `wgctl gateway remove`.
+    pub async fn revoke_join_token(
+        &self,
+        id: &str,
+        by: &str,
+        now: UnixMillis,
+        event: impl Fn(&JoinTokenRecord) -> NewAuditEvent,
+    ) -> Result<RevokeTokenOutcome> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            // Also keeps LIKE's wildcards out of the pattern.
+            return Ok(RevokeTokenOutcome::Unknown);
+        }
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {JOIN_TOKEN_COLUMNS} FROM gateway_join_tokens WHERE token_sha256 LIKE $1"
+        ))
+        .bind(format!("{}%", id.to_ascii_lowercase()))
+        .fetch_all(&mut *tx)
+        .await?;
+        let token = match rows.as_slice() {
+            [] => return Ok(RevokeTokenOutcome::Unknown),
+            [row] => join_token_row(row)?,
+            _ => return Ok(RevokeTokenOutcome::Ambiguous),
+        };
+        if token.used_ms.is_some() {
+            return Ok(RevokeTokenOutcome::Used(token));
+        }
+        if token.revoked_ms.is_some() {
+            return Ok(RevokeTokenOutcome::AlreadyRevoked(token));
+        }
+        let changed = sqlx::query(
+            "UPDATE gateway_join_tokens SET revoked_ms = $1, revoked_by = $2 \
+             WHERE token_sha256 = $3 AND used_ms IS NULL AND revoked_ms IS NULL",
+        )
+        .bind(now)
+        .bind(by)
+        .bind(&token.token_sha256)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            // Redeemed or revoked by a concurrent transaction since the read (PostgreSQL).
+            tx.rollback().await?;
+            return Ok(RevokeTokenOutcome::Unknown);
+        }
+        append_in(&mut tx, &self.chain, &event(&token)).await?;
+        tx.commit().await?;
+        Ok(RevokeTokenOutcome::Revoked(token))
     }
 
     /// Redeems a join token and creates the gateway (`gw-POOL-N`), in one transaction with the
@@ -170,7 +245,7 @@ impl Store {
     ) -> Result<JoinOutcome> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
-            "SELECT pool, expires_ms, used_ms FROM gateway_join_tokens WHERE token_sha256 = $1",
+            "SELECT pool, expires_ms, used_ms, revoked_ms FROM gateway_join_tokens WHERE token_sha256 = $1",
         )
         .bind(token_sha256)
         .fetch_optional(&mut *tx)
@@ -182,8 +257,12 @@ impl Store {
         let pool: String = row.try_get("pool").map_err(c)?;
         let expires_ms: i64 = row.try_get("expires_ms").map_err(c)?;
         let used_ms: Option<i64> = row.try_get("used_ms").map_err(c)?;
+        let revoked_ms: Option<i64> = row.try_get("revoked_ms").map_err(c)?;
         if used_ms.is_some() {
             return Ok(JoinOutcome::Used);
+        }
+        if revoked_ms.is_some() {
+            return Ok(JoinOutcome::Revoked);
         }
         if expires_ms <= now {
             return Ok(JoinOutcome::Expired);
@@ -197,7 +276,7 @@ impl Store {
         let name = format!("gw-{pool}-{}", count + 1);
         let redeemed = sqlx::query(
             "UPDATE gateway_join_tokens SET used_ms = $1, used_by = $2 \
-             WHERE token_sha256 = $3 AND used_ms IS NULL AND expires_ms > $1",
+             WHERE token_sha256 = $3 AND used_ms IS NULL AND revoked_ms IS NULL AND expires_ms > $1",
         )
         .bind(now)
         .bind(&name)

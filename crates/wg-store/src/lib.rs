@@ -28,7 +28,9 @@ mod slots;
 mod sql;
 
 pub use ca::StoredCa;
-pub use gateways::{GatewayCertificate, GatewayRecord, JoinOutcome, JoinTokenRecord};
+pub use gateways::{
+    GatewayCertificate, GatewayRecord, JoinOutcome, JoinTokenRecord, RevokeTokenOutcome,
+};
 pub use handoffs::{
     HandoffAcceptOutcome, HandoffAcceptance, HandoffFilter, HandoffRecord, HandoffRequestOutcome,
     NewHandoff,

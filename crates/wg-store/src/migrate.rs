@@ -60,6 +60,11 @@ const SQLITE: &[Migration] = &[
         name: "session_target_tags",
         sql: include_str!("../migrations/sqlite/0009_session_target_tags.sql"),
     },
+    Migration {
+        version: 10,
+        name: "join_token_revocation",
+        sql: include_str!("../migrations/sqlite/0010_join_token_revocation.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -107,6 +112,11 @@ const POSTGRES: &[Migration] = &[
         version: 9,
         name: "session_target_tags",
         sql: include_str!("../migrations/postgres/0009_session_target_tags.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "join_token_revocation",
+        sql: include_str!("../migrations/postgres/0010_join_token_revocation.sql"),
     },
 ];
 

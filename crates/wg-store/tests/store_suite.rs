@@ -182,6 +182,7 @@ both_engines!(
     concurrent_handoff_accepts_have_one_winner,
     handoffs_need_a_live_session_and_end_with_it,
     join_tokens_are_single_use_and_expire,
+    an_unused_join_token_can_be_revoked,
     a_join_that_cannot_be_certified_spends_nothing,
     replicas_share_the_first_stored_ca,
     racing_joins_with_one_token_have_one_winner,
@@ -2347,6 +2348,7 @@ fn join_token(sha: &str, expires_ms: i64) -> JoinTokenRecord {
         expires_ms,
         used_ms: None,
         used_by: None,
+        revoked_ms: None,
     }
 }
 
@@ -2424,6 +2426,93 @@ async fn join_tokens_are_single_use_and_expire(db: &TestDb) {
             .as_deref(),
         Some("gw-us-1")
     );
+}
+
+fn revoked_event(t: &JoinTokenRecord) -> NewAuditEvent {
+    NewAuditEvent::new(kinds::GATEWAY_TOKEN_REVOKED)
+        .actor("admin@local")
+        .details(serde_json::json!({"pool": t.pool}))
+}
+
+async fn an_unused_join_token_can_be_revoked(db: &TestDb) {
+    use wg_store::RevokeTokenOutcome;
+    let store = db.store().await;
+    let created = NewAuditEvent::new(kinds::GATEWAY_TOKEN_CREATED).actor("admin@local");
+    for sha in ["aaaa0001ffff", "aaaa0002ffff", "bbbb0003ffff"] {
+        store
+            .create_join_token(&join_token(sha, 10_000), &created)
+            .await
+            .unwrap();
+    }
+    let revoke =
+        |id: &'static str| store.revoke_join_token(id, "admin@local", 2_000, revoked_event);
+    // Unknown, ambiguous and malformed IDs change nothing.
+    assert_eq!(revoke("cccc").await.unwrap(), RevokeTokenOutcome::Unknown);
+    assert_eq!(revoke("aaaa").await.unwrap(), RevokeTokenOutcome::Ambiguous);
+    assert_eq!(revoke("a%").await.unwrap(), RevokeTokenOutcome::Unknown);
+    assert_eq!(revoke("").await.unwrap(), RevokeTokenOutcome::Unknown);
+    let events = |s: &Store| {
+        let s = s.clone();
+        async move {
+            all_audit(&s)
+                .await
+                .into_iter()
+                .filter(|e| e.kind == kinds::GATEWAY_TOKEN_REVOKED)
+                .count()
+        }
+    };
+    assert_eq!(events(&store).await, 0);
+    // Revoked once (with its event), refused at join, listed as revoked; again: a no-op.
+    let RevokeTokenOutcome::Revoked(t) = revoke("aaaa0001").await.unwrap() else {
+        panic!("not revoked")
+    };
+    assert_eq!(t.token_sha256, "aaaa0001ffff");
+    assert!(matches!(
+        revoke("AAAA0001FFFF").await.unwrap(),
+        RevokeTokenOutcome::AlreadyRevoked(_)
+    ));
+    assert_eq!(events(&store).await, 1);
+    let join = store
+        .join_gateway(
+            "aaaa0001ffff",
+            "x",
+            "0.1.0",
+            3_000,
+            cert("c1"),
+            joined_event,
+        )
+        .await
+        .unwrap();
+    assert_eq!(join, JoinOutcome::Revoked);
+    assert!(store.list_gateways().await.unwrap().is_empty());
+    let listed = store.list_join_tokens().await.unwrap();
+    let get = |sha: &str| {
+        listed
+            .iter()
+            .find(|t| t.token_sha256 == sha)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(get("aaaa0001ffff").revoked_ms, Some(2_000));
+    assert_eq!(get("aaaa0002ffff").revoked_ms, None);
+    // A used token is not revoked: the gateway it made is removed instead.
+    let joined = store
+        .join_gateway(
+            "bbbb0003ffff",
+            "x",
+            "0.1.0",
+            3_000,
+            cert("c3"),
+            joined_event,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(joined, JoinOutcome::Joined(_)), "{joined:?}");
+    assert!(matches!(
+        revoke("bbbb0003ffff").await.unwrap(),
+        RevokeTokenOutcome::Used(_)
+    ));
+    assert_eq!(events(&store).await, 1);
 }
 
 async fn a_join_that_cannot_be_certified_spends_nothing(db: &TestDb) {

@@ -1,4 +1,4 @@
-//! `wgctl gateway list | token create | token list | remove`.
+//! `wgctl gateway list | token create | token list | token revoke | remove`.
 
 use reqwest::Method;
 use wg_domain::api::{GatewayList, JoinTokenCreated, JoinTokenRequest, JoinTokenView};
@@ -47,6 +47,16 @@ pub(super) async fn run(client: &ApiClient, cmd: GatewayCmd) -> Result<u8, CliEr
                 ListFormat::Table => render::join_tokens(&tokens),
                 ListFormat::Json => render::json(&tokens)?,
             })?;
+        }
+        GatewayCmd::Token(GatewayTokenCmd::Revoke(args)) => {
+            let revoked: wg_domain::api::JoinTokenRevoked = client
+                .send(
+                    Method::POST,
+                    &api_path(&["gateways", "tokens", &args.id, "revoke"]),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            emit(&render::token_revoked(&revoked))?;
         }
         GatewayCmd::Remove(args) => {
             client.delete(&api_path(&["gateways", &args.name])).await?;

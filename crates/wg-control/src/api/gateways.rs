@@ -55,6 +55,22 @@ pub(crate) async fn list_tokens(
     Ok(Json(st.control.list_join_tokens().await?))
 }
 
+/// Revoke an unused join token by its ID (admins only): a gateway presenting it is refused.
+#[utoipa::path(post, path = "/api/v1/gateways/tokens/{id}/revoke",
+    params(("id" = String, Path, description = "the token's ID: the first 12 hex digits of its SHA-256")),
+    responses((status = 200, body = wg_domain::api::JoinTokenRevoked),
+        (status = 404, body = wg_domain::ErrorBody), (status = 409, body = wg_domain::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn revoke_token(
+    caller: Caller<Admin>,
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<wg_domain::api::JoinTokenRevoked>> {
+    Ok(Json(
+        st.control.revoke_join_token(&id, &caller.principal).await?,
+    ))
+}
+
 /// Revoke a gateway (admins only): its credential is refused and its stream cut.
 #[utoipa::path(delete, path = "/api/v1/gateways/{name}",
     params(("name" = String, Path, description = "gateway name")),

@@ -71,6 +71,10 @@ pub fn router(control: ControlPlane) -> Router {
             "/api/v1/gateways/tokens",
             get(gateways::list_tokens).post(gateways::create_token),
         )
+        .route(
+            "/api/v1/gateways/tokens/{id}/revoke",
+            post(gateways::revoke_token),
+        )
         .route("/api/v1/gateways/{name}", delete(gateways::remove))
         .route("/api/v1/tokens", post(identity::create_token))
         .route(

@@ -16,7 +16,7 @@ use super::{gateways, identity, resources, sessions};
         sessions::recording_stream, sessions::audit_list, sessions::audit_verify,
         resources::apply, resources::list, resources::show, resources::delete,
         resources::vault_list, resources::vault_put, resources::limits_usage,
-        gateways::list, gateways::create_token, gateways::list_tokens, gateways::remove,
+        gateways::list, gateways::create_token, gateways::list_tokens, gateways::revoke_token, gateways::remove,
     ),
     modifiers(&Bearer)
 )]

@@ -25,7 +25,7 @@ use wg_domain::ErrorCode;
 use wg_domain::api::{GatewayView, JoinTokenCreated, JoinTokenView};
 use wg_domain::audit::{NewAuditEvent, kinds};
 use wg_domain::time::{UnixMillis, now_millis, rfc3339};
-use wg_store::{GatewayRecord, JoinOutcome, JoinTokenRecord};
+use wg_store::{GatewayRecord, JoinOutcome, JoinTokenRecord, RevokeTokenOutcome};
 
 use super::*;
 use crate::ControlError;
@@ -126,6 +126,7 @@ impl ControlPlane {
             expires_ms: now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
             used_ms: None,
             used_by: None,
+            revoked_ms: None,
         };
         let event = NewAuditEvent::new(kinds::GATEWAY_TOKEN_CREATED)
             .actor(by)
@@ -157,14 +158,71 @@ impl ControlPlane {
                 created_by: t.created_by,
                 created_at: rfc3339(t.created_ms),
                 expires_at: rfc3339(t.expires_ms),
-                state: match (&t.used_by, t.expires_ms <= now) {
-                    (Some(_), _) => "used".into(),
-                    (None, true) => "expired".into(),
-                    (None, false) => "unused".into(),
+                state: match (&t.used_by, t.revoked_ms, t.expires_ms <= now) {
+                    (Some(_), _, _) => "used".into(),
+                    (None, Some(_), _) => "revoked".into(),
+                    (None, None, true) => "expired".into(),
+                    (None, None, false) => "unused".into(),
                 },
                 used_by: t.used_by,
             })
             .collect())
+    }
+
+    /// Revokes an unused join token by its ID (the first 12 hex digits of its SHA-256, as
+    /// `wgctl gateway token list` shows it): a gateway presenting it is refused from then on.
+    /// Revoking it again succeeds and says so (`already_revoked`).
+    ///
+    /// # Errors
+    /// `bad_request` for an ID that is not 12 hex digits; `not_found` for an unknown one;
+    /// `conflict` for a token a gateway has joined with (remove that gateway instead); store
+    /// failures.
+    pub async fn revoke_join_token(
+        &self,
+        id: &str,
+        by: &str,
+    ) -> Result<wg_domain::api::JoinTokenRevoked, ControlError> {
+        let id = id.trim().to_ascii_lowercase();
+        if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ControlError::bad_request(format!(
+                "{id:?} is not a join token ID (12 hex digits, the ID column of wgctl gateway token list)"
+            )));
+        }
+        let outcome = self
+            .inner
+            .store
+            .revoke_join_token(&id, by, now_millis(), |t| {
+                NewAuditEvent::new(kinds::GATEWAY_TOKEN_REVOKED)
+                    .actor(by)
+                    .details(json!({"id": id, "pool": t.pool, "expires": rfc3339(t.expires_ms)}))
+            })
+            .await?;
+        let revoked = |t: JoinTokenRecord, already: bool| wg_domain::api::JoinTokenRevoked {
+            id: id.clone(),
+            pool: t.pool,
+            already_revoked: already,
+        };
+        match outcome {
+            RevokeTokenOutcome::Revoked(t) => Ok(revoked(t, false)),
+            RevokeTokenOutcome::AlreadyRevoked(t) => Ok(revoked(t, true)),
+            RevokeTokenOutcome::Used(t) => {
+                let by = t.used_by.unwrap_or_else(|| "a gateway".into());
+                Err(ControlError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "join token {id} was used already by {by}; to cut that gateway off, remove it: wgctl gateway remove {by}"
+                    ),
+                ))
+            }
+            RevokeTokenOutcome::Unknown => Err(ControlError::new(
+                ErrorCode::NotFound,
+                format!("no unused join token with ID {id} (wgctl gateway token list)"),
+            )),
+            RevokeTokenOutcome::Ambiguous => Err(ControlError::new(
+                ErrorCode::Conflict,
+                format!("more than one join token has ID {id}; nothing was revoked"),
+            )),
+        }
     }
 
     /// Redeems a join token: creates the gateway and issues its client certificate for
@@ -237,6 +295,7 @@ impl ControlPlane {
                 Ok(JoinOutcome::Unknown) => return refused("unknown token"),
                 Ok(JoinOutcome::Used) => return refused("the token was used already"),
                 Ok(JoinOutcome::Expired) => return refused("the token expired"),
+                Ok(JoinOutcome::Revoked) => return refused("the token was revoked"),
                 Ok(JoinOutcome::NotCertified(e)) => {
                     return Err(ControlError::internal(format!(
                         "cannot issue the gateway's certificate: {e}"
