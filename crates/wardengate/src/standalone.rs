@@ -168,6 +168,30 @@ struct Identity {
     /// When the certificate expires (RFC 3339).
     #[serde(default)]
     certificate_expires: Option<String>,
+    /// The same in Unix milliseconds (absent in identities written before it was kept).
+    #[serde(default)]
+    certificate_expires_ms: Option<i64>,
+}
+
+/// How long before its certificate expires a gateway starts warning (in its log, at start and
+/// every day): certificates are not renewed automatically yet.
+const CERT_WARN_BEFORE_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// The warning for a certificate expiring at `expires_ms`, if it is due at `now_ms`.
+fn certificate_warning(name: &str, expires_ms: i64, now_ms: i64) -> Option<String> {
+    let left_ms = expires_ms.saturating_sub(now_ms);
+    let at = wg_domain::time::rfc3339(expires_ms);
+    let when = if left_ms <= 0 {
+        format!("expired at {at}")
+    } else if left_ms < CERT_WARN_BEFORE_MS {
+        format!("expires at {at} (in {} days)", left_ms / (24 * 3600 * 1000))
+    } else {
+        return None;
+    };
+    Some(format!(
+        "the certificate of gateway {name} {when}; it is not renewed automatically: join a new \
+         gateway with a new token (wgctl gateway token create) and remove this one before then"
+    ))
 }
 
 /// The files of a gateway's TLS identity in its data directory.
@@ -354,6 +378,7 @@ pub(crate) async fn run_gateway(args: ConfigArgs) -> anyhow::Result<()> {
             name: joined.name.clone(),
             pool: joined.pool.clone(),
             certificate_expires: Some(wg_domain::time::rfc3339(joined.certificate_expires_ms)),
+            certificate_expires_ms: Some(joined.certificate_expires_ms),
         };
         store_identity(&cfg.data_dir, &joined, &identity)?;
         eprintln!(
@@ -365,6 +390,19 @@ pub(crate) async fn run_gateway(args: ConfigArgs) -> anyhow::Result<()> {
         identity
     };
     let tls = load_tls_identity(&cfg.data_dir)?;
+    if let Some(expires_ms) = identity.certificate_expires_ms {
+        let name = identity.name.clone();
+        tokio::spawn(async move {
+            let mut day = tokio::time::interval(Duration::from_secs(24 * 3600));
+            loop {
+                day.tick().await;
+                let now = wg_domain::time::now_millis();
+                if let Some(w) = certificate_warning(&name, expires_ms, now) {
+                    tracing::warn!("{w}");
+                }
+            }
+        });
+    }
     let host_key = keys::load_or_create(&cfg.data_dir.join("host_ed25519"), &identity.name)?;
     let gateway = wg_gateway::start(
         wg_gateway::GatewayConfig {
@@ -391,4 +429,26 @@ pub(crate) async fn run_gateway(args: ConfigArgs) -> anyhow::Result<()> {
     eprintln!("wardengate gateway: shutting down");
     gateway.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_is_warned_about_in_its_last_30_days() {
+        let day = 24 * 3600 * 1000;
+        assert_eq!(certificate_warning("gw-us-1", 100 * day, 60 * day), None);
+        let w = certificate_warning("gw-us-1", 100 * day, 80 * day);
+        assert!(
+            w.as_deref()
+                .is_some_and(|w| w.contains("gw-us-1") && w.contains("in 20 days")),
+            "{w:?}"
+        );
+        let expired = certificate_warning("gw-us-1", 100 * day, 101 * day);
+        assert!(
+            expired.as_deref().is_some_and(|w| w.contains("expired at")),
+            "{expired:?}"
+        );
+    }
 }

@@ -335,7 +335,10 @@ fn gateways_join_once_and_a_lost_gateway_frees_its_sessions() {
     let unused = ids("unused");
     assert_eq!(unused.len(), 1, "{unused:?}");
     let out = cp.wgctl_ok(&["gateway", "token", "revoke", &unused[0]]);
-    assert!(out.contains("revoked: a gateway presenting it is refused"), "{out}");
+    assert!(
+        out.contains("revoked: a gateway presenting it is refused"),
+        "{out}"
+    );
     assert_eq!(ids("revoked"), unused);
     let (config, _) = gateway_config(&rig, &cp, "gwd", &t3);
     let mut d = spawn_gateway(&rig, &config, "gwd");
@@ -354,6 +357,13 @@ fn gateways_join_once_and_a_lost_gateway_frees_its_sessions() {
         list.contains("gw-us-1") && list.contains("gw-us-2"),
         "{list}"
     );
+    // Each joined gateway's certificate expiry is visible (a year from now).
+    let json: serde_json::Value =
+        serde_json::from_str(&cp.wgctl_ok(&["gateway", "list", "-o", "json"])).unwrap();
+    for g in json["gateways"].as_array().unwrap() {
+        let expires = g["certificate_expires_at"].as_str().unwrap_or_default();
+        assert!(expires.starts_with("202"), "{g}");
+    }
 
     // A session through gateway A, listed with GW gw-us-1.
     let mut held = ssh_via(&rig, &a, &["sleep 300"])

@@ -672,6 +672,7 @@ fn gateway_list_table() {
             live_sessions: 12,
             last_heartbeat: "2026-11-29T18:02:11Z".into(),
             state: "live".into(),
+            certificate_expires_at: Some("2027-11-29T18:00:00Z".into()),
         },
         wg_domain::api::GatewayView {
             name: "gw-us-2".into(),
@@ -681,6 +682,7 @@ fn gateway_list_table() {
             live_sessions: 0,
             last_heartbeat: "2026-11-29T17:58:40Z".into(),
             state: "lost".into(),
+            certificate_expires_at: None,
         },
     ];
     let out = render::gateway_list(&rows);

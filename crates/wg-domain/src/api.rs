@@ -489,6 +489,11 @@ pub struct GatewayView {
     pub last_heartbeat: String,
     /// `live`, `lost` or `removed`.
     pub state: String,
+    /// When its client certificate expires (RFC 3339); `None` for the in-process `dev`
+    /// gateway. Certificates are not renewed automatically yet: a gateway must join again
+    /// before this (see the README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_expires_at: Option<String>,
 }
 
 /// `GET /api/v1/gateways` response.

@@ -609,6 +609,7 @@ impl ControlPlane {
                 version: g.version,
                 last_heartbeat: rfc3339(g.last_seen_ms),
                 state: g.state,
+                certificate_expires_at: g.cert_expires_ms.map(rfc3339),
             });
         }
         for c in self.inner.gateways.list() {
@@ -623,6 +624,7 @@ impl ControlPlane {
                 version: c.version,
                 last_heartbeat: rfc3339(now_millis()),
                 state: "live".into(),
+                certificate_expires_at: None,
             });
         }
         // gw-us-2 before gw-us-10: by the name's prefix, then its number.
