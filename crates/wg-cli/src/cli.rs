@@ -36,6 +36,11 @@ Examples:
   wgctl session list
   wgctl session terminate sess_a91c7f20bb48 --reason \"credential revoked\"";
 
+/// The value of environment variable `name`, if set and not blank.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 /// `wgctl`: operate Wardengate over its REST API.
 #[derive(Debug, Parser)]
 #[command(
@@ -46,21 +51,33 @@ Examples:
     propagate_version = true
 )]
 pub struct Cli {
-    /// Control-plane URL (plain http).
-    #[arg(long, global = true, env = "WGCTL_ADDR", hide_env_values = true, default_value = DEFAULT_ADDR, value_name = "URL")]
-    pub addr: String,
-    /// Bearer token for the API.
-    #[arg(
-        long,
-        global = true,
-        env = "WGCTL_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
+    // The connection flags fall back to WGCTL_ADDR / WGCTL_TOKEN in `control_url` and
+    // `bearer_token`, not through clap's `env`: clap counts an argument set from the
+    // environment as given and prints it in every usage line, as if it were required.
+    /// Control-plane URL (plain http) [default: WGCTL_ADDR, else http://127.0.0.1:8080].
+    #[arg(long, global = true, value_name = "URL")]
+    pub addr: Option<String>,
+    /// Bearer token for the API [default: WGCTL_TOKEN].
+    #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The control-plane URL: `--addr`, else `WGCTL_ADDR`, else `http://127.0.0.1:8080`.
+    pub fn control_url(&self) -> String {
+        self.addr
+            .clone()
+            .or_else(|| env_value("WGCTL_ADDR"))
+            .unwrap_or_else(|| DEFAULT_ADDR.to_owned())
+    }
+
+    /// The bearer token: `--token`, else `WGCTL_TOKEN`, else none.
+    pub fn bearer_token(&self) -> Option<String> {
+        self.token.clone().or_else(|| env_value("WGCTL_TOKEN"))
+    }
 }
 
 /// The command groups.
@@ -435,10 +452,13 @@ pub struct TerminateArgs {
     pub protocol: Option<String>,
 }
 
+/// A `--target-tag` value: `key=value`, both non-empty; spaces around either are dropped.
 fn parse_tag(s: &str) -> Result<String, String> {
     match s.split_once('=') {
-        Some((k, _)) if !k.trim().is_empty() => Ok(s.to_owned()),
-        _ => Err(format!("{s:?} is not key=value")),
+        Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+            Ok(format!("{}={}", k.trim(), v.trim()))
+        }
+        _ => Err(format!("{s:?} is not key=value (both non-empty)")),
     }
 }
 
@@ -1000,6 +1020,14 @@ mod tests {
     }
 
     #[test]
+    fn target_tags_are_trimmed_and_need_a_key_and_a_value() {
+        assert_eq!(parse_tag(" env = prod "), Ok("env=prod".to_owned()));
+        for bad in ["env", "env=", "=prod", " = ", ""] {
+            assert!(parse_tag(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn connection_flags_override_defaults() {
         let cli = parse(&[
             "--addr",
@@ -1010,10 +1038,10 @@ mod tests {
             "verify",
         ])
         .unwrap();
-        assert_eq!(cli.addr, "http://cp:9000");
-        assert_eq!(cli.token.as_deref(), Some("t0k"));
+        assert_eq!(cli.control_url(), "http://cp:9000");
+        assert_eq!(cli.bearer_token().as_deref(), Some("t0k"));
         let cli = parse(&["audit", "list", "--addr", "http://cp:9001"]).unwrap();
-        assert_eq!(cli.addr, "http://cp:9001");
+        assert_eq!(cli.control_url(), "http://cp:9001");
     }
 
     #[test]

@@ -625,6 +625,18 @@ fn mass_terminate_output() {
         )
     );
     insta::assert_snapshot!(out);
+    // Nothing matched: said so, not just "0 sessions terminated".
+    let none = wg_domain::api::BulkTerminateResponse {
+        bulk_operation: "bulk_0a1b2c3d4e5f".into(),
+        terminated: vec![],
+        failed: vec![],
+        already_ended: 0,
+    };
+    assert_eq!(
+        render::terminate_matching(&none),
+        "0 sessions terminated (bulk operation bulk_0a1b2c3d4e5f)\n\
+         no live session matched the selectors\n"
+    );
     // A concurrent mass termination that found its sessions already taken says so.
     let raced = wg_domain::api::BulkTerminateResponse {
         bulk_operation: "bulk_0a1b2c3d4e5f".into(),

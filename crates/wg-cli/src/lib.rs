@@ -62,7 +62,7 @@ pub fn main() -> ExitCode {
 /// # Errors
 /// The command's [`CliError`].
 pub fn run(cli: cli::Cli) -> Result<u8, CliError> {
-    let client = client::ApiClient::new(&cli.addr, cli.token.as_deref())?;
+    let client = client::ApiClient::new(&cli.control_url(), cli.bearer_token().as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

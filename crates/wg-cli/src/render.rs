@@ -609,6 +609,9 @@ pub fn terminate_matching(r: &wg_domain::api::BulkTerminateResponse) -> String {
         if n == 1 { "" } else { "s" },
         clean(&r.bulk_operation)
     ));
+    if n == 0 && r.already_ended == 0 && r.failed.is_empty() {
+        out.push_str("no live session matched the selectors\n");
+    }
     if r.already_ended > 0 {
         let m = r.already_ended;
         out.push_str(&format!(

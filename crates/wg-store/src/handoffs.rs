@@ -284,19 +284,16 @@ pub(crate) async fn cancel_pending(
 }
 
 /// The `session.handoff.cancelled` event of an offer voided because its session ended; `actor`
-/// is whoever ended the session (the actor of the ending move's first event).
-pub(crate) fn cancelled_event(h: &HandoffRecord, actor: Option<&str>) -> NewAuditEvent {
-    let mut event = NewAuditEvent::new(kinds::SESSION_HANDOFF_CANCELLED)
+/// is whoever ended the session, or its owner when it ended on its own.
+pub(crate) fn cancelled_event(h: &HandoffRecord, actor: &str) -> NewAuditEvent {
+    NewAuditEvent::new(kinds::SESSION_HANDOFF_CANCELLED)
+        .actor(actor)
         .session(h.session)
         .reason(h.reason.clone())
         .details(serde_json::json!({
             "from": h.from_actor, "to": h.to_principal, "requested_by": h.requested_by,
             "requested_at": rfc3339(h.requested_ms), "why": "the session ended",
-        }));
-    if let Some(actor) = actor {
-        event = event.actor(actor);
-    }
-    event
+        }))
 }
 
 impl Store {

@@ -1081,13 +1081,15 @@ async fn transitions_in(
         .flat_map(|(m, _)| m.audit.iter().cloned())
         .collect();
     // A voided offer is told after the events of the move that ended its session, attributed
-    // to whoever ended it.
+    // to whoever ended it (an operator's termination), else to the session's owner, whose
+    // session it was (an end of its own: the client left, the command exited).
     for h in &cancelled {
         let actor = moves
             .iter()
             .find(|m| m.id == h.session)
             .and_then(|m| m.audit.first())
-            .and_then(|e| e.actor.as_deref());
+            .and_then(|e| e.actor.as_deref())
+            .unwrap_or(&h.from_actor);
         audit.push(handoffs::cancelled_event(h, actor));
     }
     chain::append_many(tx, chain, &audit).await?;

@@ -2212,6 +2212,22 @@ async fn handoffs_need_a_live_session_and_end_with_it(db: &TestDb) {
         "{}",
         cancelled[0].details_json
     );
+    // A session that ends on its own (no event on the ending move): the owner is the actor.
+    let own = live_session(&store, 3_000, "alice@corp", "prod-alice").await;
+    requested(request(&store, &offer(&own, "erin@corp", 10_000, 300_000)).await);
+    store
+        .transition_session(
+            own.id,
+            SessionState::Active,
+            SessionState::Closing,
+            &SessionPatch::default(),
+            &[],
+        )
+        .await
+        .unwrap();
+    let cancelled = events_of(&store, &own, kinds::SESSION_HANDOFF_CANCELLED).await;
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].actor.as_deref(), Some("alice@corp"));
     let got = store
         .list_handoffs(&HandoffFilter {
             to_principal: Some("dan@corp".into()),

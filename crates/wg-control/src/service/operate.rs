@@ -138,10 +138,12 @@ impl ControlPlane {
         }
         let tag = match tag {
             Some(t) => match t.split_once('=') {
-                Some((k, v)) if !k.is_empty() => Some((k.to_owned(), v.to_owned())),
+                Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+                    Some((k.trim().to_owned(), v.trim().to_owned()))
+                }
                 _ => {
                     return Err(ControlError::bad_request(format!(
-                        "--target-tag {t:?} must be key=value"
+                        "--target-tag {t:?} must be key=value, both non-empty"
                     )));
                 }
             },
