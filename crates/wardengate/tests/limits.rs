@@ -238,6 +238,10 @@ fn terminate_during_the_decision_tells_the_operator_and_reason() {
             continue;
         }
         assert!(out.starts_with(&format!("terminated {id} at ")), "{out}");
+        assert!(
+            out.ends_with("recording  none (the session never started)\n"),
+            "{out}"
+        );
         break (id, done);
     };
     let err = String::from_utf8_lossy(&done.stderr);

@@ -315,6 +315,7 @@ fn terminated(already: bool, seal: Option<(&str, u32, u64)>) -> TerminateRespons
         } else {
             EndReason::Terminated
         }),
+        recording_mode: if seal.is_some() { "full" } else { "off" }.into(),
         recording: seal.map(|(status, chunks, bytes)| SealInfo {
             chunks,
             bytes,
@@ -339,6 +340,12 @@ fn terminate_output() {
         out,
         "terminated sess_a91c7f20bb48 at 2026-04-20T18:55:31Z\nrecording  off\n"
     );
+    // Terminated while its access was being decided: no mode, nothing recorded.
+    let never = TerminateResponse {
+        recording_mode: String::new(),
+        ..terminated(false, None)
+    };
+    assert!(render::terminate(&never).ends_with("\nrecording  none (the session never started)\n"));
     let out = render::terminate(&terminated(false, Some(("partial", 2, 4096))));
     assert!(out.ends_with(&format!(
         "recording  partial (chunks=2, bytes=4096, sha256={SEAL})\n"

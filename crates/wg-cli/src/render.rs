@@ -8,7 +8,7 @@
 use serde::Serialize;
 use wg_domain::api::{
     ApplyResponse, AuditEventView, AuditVerify, HandoffView, RecordingInfo, RecordingVerify,
-    SealInfo, SessionView, TerminateResponse, TokenCreated, VaultEntry,
+    SessionView, TerminateResponse, TokenCreated, VaultEntry,
 };
 use wg_domain::resources::{Kind, MfaRequirement, Resource, Role};
 use wg_domain::time::hms;
@@ -269,16 +269,19 @@ pub fn strip_port(addr: &str) -> &str {
     }
 }
 
-fn seal_line(seal: Option<&SealInfo>) -> String {
-    match seal {
-        Some(s) => format!(
+fn seal_line(r: &TerminateResponse) -> String {
+    match (&r.recording, r.recording_mode.as_str()) {
+        (Some(s), _) => format!(
             "recording  {} (chunks={}, bytes={}, sha256={})\n",
             clean(&s.status),
             s.chunks,
             s.bytes,
             clean(&s.sha256)
         ),
-        None => "recording  off\n".to_owned(),
+        // Ended while its access was being decided: no mode was chosen, nothing recorded.
+        (None, "") => "recording  none (the session never started)\n".to_owned(),
+        (None, "full") => format!("recording  {NONE}\n"),
+        (None, mode) => format!("recording  {}\n", clean(mode)),
     }
 }
 
@@ -289,15 +292,11 @@ pub fn terminate(r: &TerminateResponse) -> String {
         let reason = r.end_reason.map_or(NONE, |e| e.as_str());
         let mut out = format!("{} already closed at {at} ({reason})\n", clean(&r.session));
         if r.recording.is_some() {
-            out.push_str(&seal_line(r.recording.as_ref()));
+            out.push_str(&seal_line(r));
         }
         out
     } else {
-        format!(
-            "terminated {} at {at}\n{}",
-            clean(&r.session),
-            seal_line(r.recording.as_ref())
-        )
+        format!("terminated {} at {at}\n{}", clean(&r.session), seal_line(r))
     }
 }
 
@@ -595,7 +594,7 @@ pub fn limits_usage(rows: &[wg_domain::api::LimitUsage]) -> String {
 pub fn terminate_matching(r: &wg_domain::api::BulkTerminateResponse) -> String {
     let mut out = String::new();
     for t in &r.terminated {
-        let seal = seal_line(t.recording.as_ref());
+        let seal = seal_line(t);
         out.push_str(&format!(
             "terminated {} at {}  {}",
             clean(&t.session),

@@ -141,6 +141,10 @@ pub struct TerminateResponse {
     pub end_reason: Option<EndReason>,
     /// The seal, where the session was recorded.
     pub recording: Option<SealInfo>,
+    /// The session's recording mode (`full`, `metadata`, `off`); empty for a session that
+    /// ended before its access was decided (nothing was ever recorded).
+    #[serde(default)]
+    pub recording_mode: String,
 }
 
 /// `POST /api/v1/apply` body: the resource file's text.

@@ -408,6 +408,7 @@ fn already_closed(r: &SessionRecord) -> TerminateResponse {
         terminated_at: r.ended_ms.map(rfc3339),
         end_reason: r.end_reason,
         recording,
+        recording_mode: r.recording_mode.clone(),
     }
 }
 
