@@ -101,6 +101,10 @@ struct GatewayFile {
     /// connections are refused while live sessions go on.
     #[serde(default = "default_journal_max_bytes")]
     event_journal_max_bytes: u64,
+    /// Renew the client certificate at start when it expires within this (default 30d; the
+    /// certificate is valid a year).
+    #[serde(default, with = "opt_duration")]
+    certificate_renew_before: Option<Duration>,
 }
 
 fn default_journal_max_bytes() -> u64 {
@@ -173,8 +177,9 @@ struct Identity {
     certificate_expires_ms: Option<i64>,
 }
 
-/// How long before its certificate expires a gateway starts warning (in its log, at start and
-/// every day): certificates are not renewed automatically yet.
+/// How long before its certificate expires a gateway renews it at start (`certificateRenewBefore`),
+/// and starts warning in its log every day that it has not been restarted to do so.
+const CERT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 const CERT_WARN_BEFORE_MS: i64 = 30 * 24 * 3600 * 1000;
 
 /// The warning for a certificate expiring at `expires_ms`, if it is due at `now_ms`.
@@ -189,8 +194,8 @@ fn certificate_warning(name: &str, expires_ms: i64, now_ms: i64) -> Option<Strin
         return None;
     };
     Some(format!(
-        "the certificate of gateway {name} {when}; it is not renewed automatically: join a new \
-         gateway with a new token (wgctl gateway token create) and remove this one before then"
+        "the certificate of gateway {name} {when}; a gateway renews it when it starts: restart \
+         this gateway before then (its live sessions end; drain it first)"
     ))
 }
 
@@ -213,8 +218,101 @@ fn read_text(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-/// Loads the TLS identity a gateway stored when it joined.
+/// The renewed key and certificate, written beside the current ones before they replace them.
+const NEXT_KEY_FILE: &str = "gateway.next.key";
+const NEXT_CERT_FILE: &str = "gateway.next.crt";
+/// Present once both next files are complete: from then on they replace the current ones, even
+/// if the process dies halfway through (see [`finish_identity_swap`]).
+const NEXT_READY_FILE: &str = "gateway.next.ready";
+
+/// Asks the control plane for a new certificate, on mutual TLS with the current one.
+async fn renew_certificate(
+    cfg: &GatewayFile,
+    identity: &Identity,
+    tls: &std::sync::Arc<wg_gateway::TlsIdentity>,
+) -> anyhow::Result<(wg_gateway::TlsIdentity, i64)> {
+    let auth = wg_gateway::ControlAuth::Mtls(tls.clone());
+    let client = wg_gateway::ControlClient::connect_any(&cfg.control_urls, &auth, &identity.name)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    client
+        .renew_certificate(tls)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Replaces the gateway's key and certificate with renewed ones so that a crash at any point
+/// leaves one matching pair: both new files are written (and synced) beside the current ones,
+/// a ready marker says they are complete, then they are renamed over the current ones
+/// ([`finish_identity_swap`], which also finishes an interrupted swap at the next start), and
+/// `identity.json` is rewritten last.
+fn store_renewed_identity(
+    dir: &Path,
+    tls: &wg_gateway::TlsIdentity,
+    identity: &Identity,
+) -> anyhow::Result<()> {
+    for name in [NEXT_READY_FILE, NEXT_KEY_FILE, NEXT_CERT_FILE] {
+        remove_if_present(&dir.join(name))?;
+    }
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        wg_control::vault::write_private_file(&path, bytes)
+            .with_context(|| format!("writing {}", path.display()))
+    };
+    write(NEXT_KEY_FILE, tls.key_pem.as_bytes())?;
+    write(NEXT_CERT_FILE, tls.cert_pem.as_bytes())?;
+    sync_dir(dir)?;
+    write(NEXT_READY_FILE, b"")?;
+    sync_dir(dir)?;
+    finish_identity_swap(dir)?;
+    let tmp = dir.join("identity.json.new");
+    remove_if_present(&tmp)?;
+    write("identity.json.new", &serde_json::to_vec_pretty(identity)?)?;
+    std::fs::rename(&tmp, dir.join("identity.json")).context("replacing identity.json")?;
+    sync_dir(dir)
+}
+
+/// Completes a key/certificate swap: with the ready marker, the next files (those not renamed
+/// yet) replace the current ones and the marker goes; without it, next files are leftovers of
+/// a renewal that did not finish writing them, and are removed (the current pair stays).
+fn finish_identity_swap(dir: &Path) -> anyhow::Result<()> {
+    let ready = dir.join(NEXT_READY_FILE);
+    if ready.exists() {
+        for (next, current) in [(NEXT_KEY_FILE, KEY_FILE), (NEXT_CERT_FILE, CERT_FILE)] {
+            let next = dir.join(next);
+            if next.exists() {
+                std::fs::rename(&next, dir.join(current))
+                    .with_context(|| format!("replacing {current} with {}", next.display()))?;
+            }
+        }
+        sync_dir(dir)?;
+        remove_if_present(&ready)?;
+    } else {
+        remove_if_present(&dir.join(NEXT_KEY_FILE))?;
+        remove_if_present(&dir.join(NEXT_CERT_FILE))?;
+    }
+    sync_dir(dir)
+}
+
+fn remove_if_present(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+/// Makes the directory's renames durable.
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
+}
+
+/// Loads the TLS identity a gateway stored when it joined (or last renewed its certificate),
+/// first finishing a certificate swap an earlier run left halfway.
 fn load_tls_identity(dir: &Path) -> anyhow::Result<wg_gateway::TlsIdentity> {
+    finish_identity_swap(dir)?;
     if !dir.join(CERT_FILE).exists() {
         bail!(
             "{} has no {CERT_FILE}: this gateway joined before gateways used mutual TLS; remove \
@@ -389,7 +487,40 @@ pub(crate) async fn run_gateway(args: ConfigArgs) -> anyhow::Result<()> {
         );
         identity
     };
-    let tls = load_tls_identity(&cfg.data_dir)?;
+    let renew_before = cfg.certificate_renew_before.unwrap_or(CERT_RENEW_BEFORE);
+    check_range(
+        "certificateRenewBefore",
+        renew_before,
+        Duration::ZERO,
+        Duration::from_secs(3650 * 24 * 3600),
+    )?;
+    let mut identity = identity;
+    let mut tls = std::sync::Arc::new(load_tls_identity(&cfg.data_dir)?);
+    if let Some(expires_ms) = identity.certificate_expires_ms {
+        let left_ms = expires_ms.saturating_sub(wg_domain::time::now_millis());
+        if u128::try_from(left_ms).unwrap_or(0) < renew_before.as_millis() {
+            match renew_certificate(&cfg, &identity, &tls).await {
+                Ok((renewed, expires_ms)) => {
+                    identity.certificate_expires = Some(wg_domain::time::rfc3339(expires_ms));
+                    identity.certificate_expires_ms = Some(expires_ms);
+                    store_renewed_identity(&cfg.data_dir, &renewed, &identity)?;
+                    tls = std::sync::Arc::new(renewed);
+                    eprintln!(
+                        "wardengate gateway: {} renewed its certificate; valid until {}",
+                        identity.name,
+                        wg_domain::time::rfc3339(expires_ms)
+                    );
+                }
+                // The old certificate still works until it expires: start with it, and try
+                // again at the next start.
+                Err(e) => tracing::warn!(
+                    gateway = %identity.name,
+                    error = %e,
+                    "cannot renew the certificate now; going on with the current one"
+                ),
+            }
+        }
+    }
     if let Some(expires_ms) = identity.certificate_expires_ms {
         let name = identity.name.clone();
         tokio::spawn(async move {
@@ -411,7 +542,7 @@ pub(crate) async fn run_gateway(args: ConfigArgs) -> anyhow::Result<()> {
             advertise_address: cfg.advertise_address.clone(),
             recordings_root: cfg.recordings_dir.clone(),
             control_urls: cfg.control_urls.clone(),
-            control_auth: wg_gateway::ControlAuth::Mtls(std::sync::Arc::new(tls)),
+            control_auth: wg_gateway::ControlAuth::Mtls(tls),
             progress_interval: Duration::from_secs(1),
             max_active: (cfg.max_active > 0).then_some(cfg.max_active),
             heartbeat_interval: Some(heartbeat),
@@ -434,6 +565,76 @@ pub(crate) async fn run_gateway(args: ConfigArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every point at which a renewal can stop leaves one matching key/certificate pair.
+    #[test]
+    fn an_interrupted_certificate_swap_ends_with_one_pair() {
+        let write = |dir: &Path, files: &[(&str, &str)]| {
+            for (name, text) in files {
+                std::fs::write(dir.join(name), text).unwrap();
+            }
+        };
+        let pair = |dir: &Path| {
+            (
+                std::fs::read_to_string(dir.join(KEY_FILE)).unwrap(),
+                std::fs::read_to_string(dir.join(CERT_FILE)).unwrap(),
+            )
+        };
+        let left = |dir: &Path| {
+            [NEXT_KEY_FILE, NEXT_CERT_FILE, NEXT_READY_FILE]
+                .iter()
+                .filter(|f| dir.join(f).exists())
+                .count()
+        };
+        let old = [(KEY_FILE, "old-key"), (CERT_FILE, "old-crt")];
+        let new = ("new-key".to_owned(), "new-crt".to_owned());
+        let cases: [(&[(&str, &str)], bool); 5] = [
+            // Stopped while writing the next files: the old pair stays.
+            (&[(NEXT_KEY_FILE, "new-key")], false),
+            (
+                &[(NEXT_KEY_FILE, "new-key"), (NEXT_CERT_FILE, "new-c")],
+                false,
+            ),
+            // Marked ready: the new pair wins, whichever renames were done.
+            (
+                &[
+                    (NEXT_KEY_FILE, "new-key"),
+                    (NEXT_CERT_FILE, "new-crt"),
+                    (NEXT_READY_FILE, ""),
+                ],
+                true,
+            ),
+            (
+                &[
+                    (KEY_FILE, "new-key"),
+                    (NEXT_CERT_FILE, "new-crt"),
+                    (NEXT_READY_FILE, ""),
+                ],
+                true,
+            ),
+            (
+                &[
+                    (KEY_FILE, "new-key"),
+                    (CERT_FILE, "new-crt"),
+                    (NEXT_READY_FILE, ""),
+                ],
+                true,
+            ),
+        ];
+        for (i, (state, renewed)) in cases.iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            write(dir.path(), &old);
+            write(dir.path(), state);
+            finish_identity_swap(dir.path()).unwrap();
+            let want = if *renewed {
+                new.clone()
+            } else {
+                ("old-key".to_owned(), "old-crt".to_owned())
+            };
+            assert_eq!(pair(dir.path()), want, "case {i}");
+            assert_eq!(left(dir.path()), 0, "case {i}");
+        }
+    }
 
     #[test]
     fn a_certificate_is_warned_about_in_its_last_30_days() {

@@ -1028,3 +1028,99 @@ fn two_replicas_on_postgres_survive_the_loss_of_one() {
     );
     assert_eq!(r2.gateway_state("gw-us-1"), "live");
 }
+
+/// A gateway renews its client certificate when it starts within `certificateRenewBefore` of
+/// the certificate's expiry: it serves with the new one at once, the certificate it renewed with
+/// stays accepted (an answer lost in a crash can be asked again), and older ones are refused.
+#[test]
+fn a_gateway_renews_its_certificate_when_it_starts() {
+    let rig = Rig::start();
+    let cp = start_control(&rig);
+    provision(&rig, &cp);
+    let token = join_token(&cp);
+    let gw = start_gateway(&rig, &cp, "gwr", &token);
+    let dir = gw.dir.clone();
+    let ssh_port = gw.ssh_port;
+    wait_until("gw-us-1 live", Duration::from_secs(10), || {
+        cp.gateway_state("gw-us-1") == "live"
+    });
+    drop(gw);
+    let files = || {
+        (
+            read(&dir.join("gateway.key")),
+            read(&dir.join("gateway.crt")),
+        )
+    };
+    let joined = files();
+    let renewed_events = || {
+        cp.json(&["audit", "list", "--kind", "gateway.certificate.renewed"])["events"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(renewed_events(), 0);
+
+    // A renewal window longer than the certificate's year: every start renews.
+    let config = rig.path("gwr.yaml");
+    let mut yaml = read(&config);
+    yaml.push_str("certificateRenewBefore: 400d\n");
+    std::fs::write(&config, &yaml).unwrap();
+    let start = |n: usize| {
+        let name = format!("gwr-{n}");
+        let child = spawn_gateway(&rig, &config, &name);
+        let g = Gateway {
+            child,
+            ssh_port,
+            dir: dir.clone(),
+            log: rig.path(&format!("{name}.log")),
+        };
+        wait_until("the gateway to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", ssh_port)).is_ok()
+        });
+        g
+    };
+    let gw = start(1);
+    assert!(
+        read(&gw.log).contains("renewed its certificate"),
+        "{}",
+        read(&gw.log)
+    );
+    assert_eq!(renewed_events(), 1);
+    let first_renewal = files();
+    assert_ne!(first_renewal.0, joined.0, "a new key");
+    assert_ne!(first_renewal.1, joined.1, "a new certificate");
+    for f in ["gateway.next.key", "gateway.next.crt", "gateway.next.ready"] {
+        assert!(!dir.join(f).exists(), "{f} left behind");
+    }
+    // It serves with the new certificate.
+    let out = ssh_via(&rig, &gw, &["echo renewed-ok"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "renewed-ok",
+        "{}",
+        read(&gw.log)
+    );
+    drop(gw);
+
+    // Again: the first renewal's certificate renews; the joined one is two renewals old now.
+    let gw = start(2);
+    assert_eq!(renewed_events(), 2);
+    drop(gw);
+    std::fs::remove_file(dir.join("gateway.key")).unwrap();
+    std::fs::remove_file(dir.join("gateway.crt")).unwrap();
+    std::fs::write(dir.join("gateway.key"), &joined.0).unwrap();
+    std::fs::write(dir.join("gateway.crt"), &joined.1).unwrap();
+    let mut stale = spawn_gateway(&rig, &config, "gwr-stale");
+    wait_until(
+        "the stale certificate refused",
+        Duration::from_secs(20),
+        || read(&rig.path("gwr-stale.log")).contains("not the current certificate"),
+    );
+    assert_eq!(renewed_events(), 2);
+    let _ = stale.kill();
+    let _ = stale.wait();
+    assert!(
+        cp.wgctl_ok(&["audit", "verify"])
+            .starts_with("audit chain OK")
+    );
+}

@@ -238,6 +238,33 @@ impl GatewayControl for GatewayService {
         }))
     }
 
+    async fn renew_certificate(
+        &self,
+        request: Request<wg_proto::v1::RenewCertificateRequest>,
+    ) -> Result<Response<wg_proto::v1::RenewCertificateResponse>, Status> {
+        let Caller::Gateway(name) = self.authorize(&request).await? else {
+            return Err(Status::failed_precondition(
+                "the in-process dev gateway has no certificate to renew",
+            ));
+        };
+        // `authorize` accepted the leaf certificate, so there is one.
+        let presented: Vec<u8> = request
+            .peer_certs()
+            .and_then(|c| c.first().map(|c| c.as_ref().to_vec()))
+            .unwrap_or_default();
+        let req = request.into_inner();
+        let (certificate_pem, certificate_expires_ms) = self
+            .control
+            .renew_gateway_certificate(&name, &presented, &req.public_key)
+            .await
+            .map_err(status)?;
+        tracing::info!(gateway = %name, expires = %wg_domain::time::rfc3339(certificate_expires_ms), "gateway certificate renewed");
+        Ok(Response::new(wg_proto::v1::RenewCertificateResponse {
+            certificate_pem,
+            certificate_expires_ms,
+        }))
+    }
+
     async fn heartbeat(
         &self,
         request: Request<HeartbeatRequest>,

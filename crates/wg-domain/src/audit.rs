@@ -74,6 +74,8 @@ pub mod kinds {
     pub const GATEWAY_TOKEN_CREATED: &str = "gateway.token.created";
     /// An unused join token was revoked (`wgctl gateway token revoke`).
     pub const GATEWAY_TOKEN_REVOKED: &str = "gateway.token.revoked";
+    /// A gateway renewed its client certificate (with the one it had).
+    pub const GATEWAY_CERTIFICATE_RENEWED: &str = "gateway.certificate.renewed";
     /// A gateway was revoked (`wgctl gateway remove`).
     pub const GATEWAY_REMOVED: &str = "gateway.removed";
     /// A gateway missed its lease.

@@ -273,6 +273,36 @@ impl ControlClient {
             .closed_sessions)
     }
 
+    /// Renews this gateway's client certificate (the client must be on mutual TLS with the
+    /// current one): generates a new key pair and sends only its public key. Returns the new
+    /// identity (the same CA, the new certificate and key) and the certificate's expiry (Unix
+    /// ms). Safe to repeat: the certificate presented stays accepted after a renewal.
+    ///
+    /// # Errors
+    /// [`ControlCallError::Config`] when no key can be generated; transport or status errors
+    /// (`unauthenticated` when the presented certificate is no longer accepted).
+    pub async fn renew_certificate(
+        &self,
+        current: &TlsIdentity,
+    ) -> Result<(TlsIdentity, i64), ControlCallError> {
+        let (key_pem, public_key) = crate::tls::generate_key().map_err(ControlCallError::Config)?;
+        let msg = wg_proto::v1::RenewCertificateRequest { public_key };
+        let resp = self
+            .call(true, |mut c| {
+                let req = self.request(msg.clone());
+                async move { c.renew_certificate(req).await }
+            })
+            .await?;
+        Ok((
+            TlsIdentity {
+                ca_pem: current.ca_pem.clone(),
+                cert_pem: resp.certificate_pem,
+                key_pem,
+            },
+            resp.certificate_expires_ms,
+        ))
+    }
+
     /// A client of one replica, connecting lazily (for that replica's command stream).
     ///
     /// # Errors

@@ -321,7 +321,11 @@ impl Store {
 
     /// The gateway whose current certificate has this SHA-256 (of its DER), whatever its state.
     pub async fn gateway_by_certificate(&self, cert_sha256: &str) -> Result<Option<GatewayRecord>> {
-        let sql = format!("SELECT {GATEWAY_COLUMNS} FROM gateways WHERE cert_sha256 = $1");
+        // The current certificate, or the one the current one was renewed with (see
+        // `renew_gateway_certificate`).
+        let sql = format!(
+            "SELECT {GATEWAY_COLUMNS} FROM gateways WHERE cert_sha256 = $1 OR prev_cert_sha256 = $1"
+        );
         sqlx::query(&sql)
             .bind(cert_sha256)
             .fetch_optional(&self.pool)
@@ -329,6 +333,40 @@ impl Store {
             .as_ref()
             .map(gateway_row)
             .transpose()
+    }
+
+    /// Renews gateway `name`'s certificate, authorised by the certificate it presented
+    /// (`presented_sha256`, which must be its current or previous one): `cert` becomes the
+    /// current one and the presented one the previous one (both accepted from then on), with
+    /// `event`, in one transaction. Returns `false`, changing nothing, when the gateway is
+    /// removed or the presented certificate is neither of its two.
+    pub async fn renew_gateway_certificate(
+        &self,
+        name: &str,
+        presented_sha256: &str,
+        cert: &GatewayCertificate,
+        event: &NewAuditEvent,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let renewed = sqlx::query(
+            "UPDATE gateways SET prev_cert_sha256 = $1, cert_sha256 = $2, cert_expires_ms = $3 \
+             WHERE name = $4 AND state <> 'removed' \
+             AND (cert_sha256 = $1 OR prev_cert_sha256 = $1)",
+        )
+        .bind(presented_sha256)
+        .bind(&cert.sha256)
+        .bind(cert.expires_ms)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if renewed != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        append_in(&mut tx, &self.chain, event).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// A gateway by name.

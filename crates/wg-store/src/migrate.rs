@@ -65,6 +65,11 @@ const SQLITE: &[Migration] = &[
         name: "join_token_revocation",
         sql: include_str!("../migrations/sqlite/0010_join_token_revocation.sql"),
     },
+    Migration {
+        version: 11,
+        name: "gateway_certificate_renewal",
+        sql: include_str!("../migrations/sqlite/0011_gateway_certificate_renewal.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -117,6 +122,11 @@ const POSTGRES: &[Migration] = &[
         version: 10,
         name: "join_token_revocation",
         sql: include_str!("../migrations/postgres/0010_join_token_revocation.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "gateway_certificate_renewal",
+        sql: include_str!("../migrations/postgres/0011_gateway_certificate_renewal.sql"),
     },
 ];
 

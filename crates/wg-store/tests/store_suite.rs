@@ -183,6 +183,7 @@ both_engines!(
     handoffs_need_a_live_session_and_end_with_it,
     join_tokens_are_single_use_and_expire,
     an_unused_join_token_can_be_revoked,
+    a_gateway_renews_with_its_current_or_previous_certificate,
     a_join_that_cannot_be_certified_spends_nothing,
     replicas_share_the_first_stored_ca,
     racing_joins_with_one_token_have_one_winner,
@@ -2619,6 +2620,70 @@ async fn racing_joins_with_one_token_have_one_winner(db: &TestDb) {
     }
     assert_eq!(joined, 1);
     assert_eq!(store.list_gateways().await.unwrap().len(), 1);
+}
+
+async fn a_gateway_renews_with_its_current_or_previous_certificate(db: &TestDb) {
+    let store = db.store().await;
+    store
+        .create_join_token(
+            &join_token("t", i64::MAX),
+            &NewAuditEvent::new(kinds::GATEWAY_TOKEN_CREATED).actor("admin@local"),
+        )
+        .await
+        .unwrap();
+    store
+        .join_gateway("t", "a", "v", 5_000, cert("c0"), joined_event)
+        .await
+        .unwrap();
+    let renew = |presented: &'static str, new: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .renew_gateway_certificate(
+                    "gw-us-1",
+                    presented,
+                    &wg_store::GatewayCertificate {
+                        sha256: new.to_owned(),
+                        expires_ms: 200_000,
+                    },
+                    &NewAuditEvent::new(kinds::GATEWAY_CERTIFICATE_RENEWED)
+                        .actor("gateway:gw-us-1"),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let owner = |sha: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .gateway_by_certificate(sha)
+                .await
+                .unwrap()
+                .map(|g| g.name)
+        }
+    };
+    // c0 -> c1: both accepted; c1 has the new expiry.
+    assert!(renew("c0", "c1").await);
+    assert_eq!(owner("c0").await.as_deref(), Some("gw-us-1"));
+    assert_eq!(owner("c1").await.as_deref(), Some("gw-us-1"));
+    let g = store.get_gateway("gw-us-1").await.unwrap().unwrap();
+    assert_eq!(g.cert_expires_ms, Some(200_000));
+    // The answer was lost: c0 (now the previous one) renews again, to c2; c1 is dropped.
+    assert!(renew("c0", "c2").await);
+    assert_eq!(owner("c1").await, None);
+    // c2 -> c3: c0 is two renewals old now, refused for login and for renewal.
+    assert!(renew("c2", "c3").await);
+    assert_eq!(owner("c0").await, None);
+    assert!(!renew("c0", "c4").await);
+    assert!(!renew("unknown", "c5").await);
+    assert_eq!(owner("c4").await, None);
+    let events = all_audit(&store)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == kinds::GATEWAY_CERTIFICATE_RENEWED)
+        .count();
+    assert_eq!(events, 3);
 }
 
 async fn a_gateway_is_lost_once_and_comes_back(db: &TestDb) {

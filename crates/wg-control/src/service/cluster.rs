@@ -310,6 +310,51 @@ impl ControlPlane {
         ))
     }
 
+    /// Renews gateway `name`'s client certificate for `public_key` (an ECDSA P-256
+    /// SubjectPublicKeyInfo, DER), authorised by the certificate it presented (`presented_der`,
+    /// its current or previous one), and writes `gateway.certificate.renewed`. Returns the new
+    /// certificate (PEM) and its expiry (Unix ms).
+    ///
+    /// # Errors
+    /// `bad_request` for an unusable public key; `unauthorized` when the presented certificate
+    /// is no longer one of the gateway's (renewed twice since, or the gateway was removed);
+    /// store failures.
+    pub async fn renew_gateway_certificate(
+        &self,
+        name: &str,
+        presented_der: &[u8],
+        public_key: &[u8],
+    ) -> Result<(String, i64), ControlError> {
+        let key = GatewayPublicKey::from_spki_der(public_key)?;
+        let ca = self.cluster_ca().await?;
+        let cert = ca.issue_gateway(name, &key)?;
+        let event = NewAuditEvent::new(kinds::GATEWAY_CERTIFICATE_RENEWED)
+            .actor(format!("gateway:{name}"))
+            .details(json!({"certificate_expires": rfc3339(cert.expires_ms)}));
+        let renewed = self
+            .inner
+            .store
+            .renew_gateway_certificate(
+                name,
+                &crate::ca::sha256_hex(presented_der),
+                &wg_store::GatewayCertificate {
+                    sha256: cert.sha256.clone(),
+                    expires_ms: cert.expires_ms,
+                },
+                &event,
+            )
+            .await?;
+        if !renewed {
+            return Err(ControlError::new(
+                ErrorCode::Unauthorized,
+                format!(
+                    "gateway {name} cannot renew with this certificate: it is no longer one of its own"
+                ),
+            ));
+        }
+        Ok((cert.pem, cert.expires_ms))
+    }
+
     /// The gateway whose current certificate is `cert_der` (whatever its state: the caller
     /// refuses a removed one, saying so).
     ///

@@ -1,0 +1,7 @@
+-- Certificate renewal (`RenewCertificate`): a gateway renews its client certificate with the one
+-- it has. The row keeps the new certificate as the current one and the one presented for the
+-- renewal as the previous one; both are accepted, so a gateway that renewed but could not store
+-- the answer (a crash, a full disk) still connects with its old certificate and renews again.
+-- The next renewal replaces the previous one; its own expiry bounds it anyway.
+ALTER TABLE gateways ADD COLUMN prev_cert_sha256 TEXT;
+CREATE INDEX gateways_prev_cert ON gateways (prev_cert_sha256);
