@@ -438,10 +438,10 @@ pub struct TerminateArgs {
     #[arg(long, required = true, value_parser = parse_reason)]
     pub reason: String,
     /// Mass termination: every live session of this actor.
-    #[arg(long, value_name = "ACTOR")]
+    #[arg(long, value_name = "ACTOR", value_parser = parse_selector)]
     pub actor: Option<String>,
     /// Mass termination: every live session to this target.
-    #[arg(long, value_name = "TARGET")]
+    #[arg(long, value_name = "TARGET", value_parser = parse_selector)]
     pub target: Option<String>,
     /// Mass termination: every live session to a target tagged key=value (when the session
     /// started, or now).
@@ -450,6 +450,15 @@ pub struct TerminateArgs {
     /// Mass termination: every live session of this protocol (ssh, pg, rdp).
     #[arg(long, value_name = "PROTO", value_parser = parse_protocol_arg)]
     pub protocol: Option<String>,
+}
+
+/// A selector of a mass termination: not blank (a blank one must not be taken for "any"),
+/// without the spaces around it.
+fn parse_selector(s: &str) -> Result<String, String> {
+    match s.trim() {
+        "" => Err("is empty; give a value or leave the selector out".to_owned()),
+        v => Ok(v.to_owned()),
+    }
 }
 
 /// A `--target-tag` value: `key=value`, both non-empty; spaces around either are dropped.
@@ -1017,6 +1026,45 @@ mod tests {
         );
         let e = usage_error(&["token", "create"]);
         assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn blank_selectors_are_refused() {
+        for args in [
+            &[
+                "session",
+                "terminate",
+                "--actor",
+                " ",
+                "--target",
+                "t",
+                "--reason",
+                "r",
+            ][..],
+            &[
+                "session",
+                "terminate",
+                "--actor",
+                "a",
+                "--target",
+                "",
+                "--reason",
+                "r",
+            ],
+            &[
+                "session",
+                "terminate",
+                "--actor",
+                "a",
+                "--protocol",
+                " ",
+                "--reason",
+                "r",
+            ],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+        assert!(parse(&["session", "terminate", "--actor", " a ", "--reason", "r"]).is_ok());
     }
 
     #[test]

@@ -18,6 +18,8 @@ mod handoff_tests;
 mod journal_tests;
 mod service;
 #[cfg(test)]
+mod terminate_tests;
+#[cfg(test)]
 mod test_rig;
 pub mod tls;
 pub mod vault;

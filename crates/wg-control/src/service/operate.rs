@@ -120,16 +120,20 @@ impl ControlPlane {
         operator: &str,
     ) -> Result<wg_domain::api::BulkTerminateResponse, ControlError> {
         let reason = validate_reason(&req.reason, "a forced termination")?;
-        let nonempty = |v: &Option<String>| {
-            v.as_ref()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
+        // A selector that is given but blank is refused, never dropped: dropping it would
+        // widen the termination to whatever the other selectors match.
+        let given = |v: &Option<String>, flag: &str| match v.as_deref().map(str::trim) {
+            None => Ok(None),
+            Some("") => Err(ControlError::bad_request(format!(
+                "{flag} is empty; give a value or leave the selector out"
+            ))),
+            Some(s) => Ok(Some(s.to_owned())),
         };
         let (actor, target, tag, protocol) = (
-            nonempty(&req.actor),
-            nonempty(&req.target),
-            nonempty(&req.target_tag),
-            nonempty(&req.protocol),
+            given(&req.actor, "--actor")?,
+            given(&req.target, "--target")?,
+            given(&req.target_tag, "--target-tag")?,
+            given(&req.protocol, "--protocol")?,
         );
         if actor.is_none() && target.is_none() && tag.is_none() && protocol.is_none() {
             return Err(ControlError::bad_request(
