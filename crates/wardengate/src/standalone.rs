@@ -177,26 +177,56 @@ struct Identity {
     certificate_expires_ms: Option<i64>,
 }
 
+impl Identity {
+    /// When the certificate expires (Unix ms), from either field (older identities have only
+    /// the RFC 3339 one).
+    fn expires_ms(&self) -> Option<i64> {
+        self.certificate_expires_ms.or_else(|| {
+            let t = humantime::parse_rfc3339(self.certificate_expires.as_deref()?).ok()?;
+            let ms = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+            i64::try_from(ms).ok()
+        })
+    }
+}
+
 /// How long before its certificate expires a gateway renews it at start (`certificateRenewBefore`),
 /// and starts warning in its log every day that it has not been restarted to do so.
 const CERT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long a start waits for a certificate renewal before going on with the current one.
+const RENEWAL_TIMEOUT: Duration = Duration::from_secs(30);
 const CERT_WARN_BEFORE_MS: i64 = 30 * 24 * 3600 * 1000;
 
-/// The warning for a certificate expiring at `expires_ms`, if it is due at `now_ms`.
-fn certificate_warning(name: &str, expires_ms: i64, now_ms: i64) -> Option<String> {
+/// The warning for a certificate expiring at `expires_ms`, if one is due at `now_ms`: within
+/// `renew_before` of the expiry a restart renews it; with renewal off (`renew_before` 0), the
+/// last 30 days warn that it must be joined again.
+fn certificate_warning(
+    name: &str,
+    expires_ms: i64,
+    now_ms: i64,
+    renew_before: Duration,
+) -> Option<String> {
     let left_ms = expires_ms.saturating_sub(now_ms);
+    let window_ms = if renew_before.is_zero() {
+        CERT_WARN_BEFORE_MS
+    } else {
+        i64::try_from(renew_before.as_millis()).unwrap_or(i64::MAX)
+    };
     let at = wg_domain::time::rfc3339(expires_ms);
     let when = if left_ms <= 0 {
         format!("expired at {at}")
-    } else if left_ms < CERT_WARN_BEFORE_MS {
+    } else if left_ms < window_ms {
         format!("expires at {at} (in {} days)", left_ms / (24 * 3600 * 1000))
     } else {
         return None;
     };
-    Some(format!(
-        "the certificate of gateway {name} {when}; a gateway renews it when it starts: restart \
-         this gateway before then (its live sessions end; drain it first)"
-    ))
+    let what = if renew_before.is_zero() {
+        "certificateRenewBefore is 0, so it is not renewed: set it and restart, or join a new \
+         gateway"
+    } else {
+        "a gateway renews it when it starts: restart this gateway before then (its live \
+         sessions end; drain it first)"
+    };
+    Some(format!("the certificate of gateway {name} {when}; {what}"))
 }
 
 /// The files of a gateway's TLS identity in its data directory.
@@ -447,6 +477,14 @@ pub(crate) async fn run_gateway(args: ConfigArgs) -> anyhow::Result<()> {
         Duration::from_millis(500),
         Duration::from_secs(60),
     )?;
+    // Checked before anything is spent (a join token is single-use).
+    let renew_before = cfg.certificate_renew_before.unwrap_or(CERT_RENEW_BEFORE);
+    check_range(
+        "certificateRenewBefore",
+        renew_before,
+        Duration::ZERO,
+        Duration::from_secs(3650 * 24 * 3600),
+    )?;
     crate::dev::create_private_dir(&cfg.data_dir)?;
     // One gateway per data directory: a second one would take the same identity (the control
     // plane would take it for a restart and close the first one's sessions) and journal.
@@ -487,19 +525,23 @@ pub(crate) async fn run_gateway(args: ConfigArgs) -> anyhow::Result<()> {
         );
         identity
     };
-    let renew_before = cfg.certificate_renew_before.unwrap_or(CERT_RENEW_BEFORE);
-    check_range(
-        "certificateRenewBefore",
-        renew_before,
-        Duration::ZERO,
-        Duration::from_secs(3650 * 24 * 3600),
-    )?;
     let mut identity = identity;
     let mut tls = std::sync::Arc::new(load_tls_identity(&cfg.data_dir)?);
-    if let Some(expires_ms) = identity.certificate_expires_ms {
+    if let Some(expires_ms) = identity.expires_ms() {
         let left_ms = expires_ms.saturating_sub(wg_domain::time::now_millis());
         if u128::try_from(left_ms).unwrap_or(0) < renew_before.as_millis() {
-            match renew_certificate(&cfg, &identity, &tls).await {
+            // Bounded: a renewal that cannot finish (every replica stalled) must not keep the
+            // gateway from starting with the certificate it has.
+            let renewal =
+                tokio::time::timeout(RENEWAL_TIMEOUT, renew_certificate(&cfg, &identity, &tls))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(anyhow::anyhow!(
+                            "no control plane answered within {}s",
+                            RENEWAL_TIMEOUT.as_secs()
+                        ))
+                    });
+            match renewal {
                 Ok((renewed, expires_ms)) => {
                     identity.certificate_expires = Some(wg_domain::time::rfc3339(expires_ms));
                     identity.certificate_expires_ms = Some(expires_ms);
@@ -511,24 +553,24 @@ pub(crate) async fn run_gateway(args: ConfigArgs) -> anyhow::Result<()> {
                         wg_domain::time::rfc3339(expires_ms)
                     );
                 }
-                // The old certificate still works until it expires: start with it, and try
-                // again at the next start.
+                // The old certificate still works until it expires (if the control plane
+                // accepts it at all: the error says): start with it, try again at the next start.
                 Err(e) => tracing::warn!(
                     gateway = %identity.name,
                     error = %e,
-                    "cannot renew the certificate now; going on with the current one"
+                    "could not renew the certificate; starting with the current one (renewal is tried again at the next start)"
                 ),
             }
         }
     }
-    if let Some(expires_ms) = identity.certificate_expires_ms {
+    if let Some(expires_ms) = identity.expires_ms() {
         let name = identity.name.clone();
         tokio::spawn(async move {
             let mut day = tokio::time::interval(Duration::from_secs(24 * 3600));
             loop {
                 day.tick().await;
                 let now = wg_domain::time::now_millis();
-                if let Some(w) = certificate_warning(&name, expires_ms, now) {
+                if let Some(w) = certificate_warning(&name, expires_ms, now, renew_before) {
                     tracing::warn!("{w}");
                 }
             }
@@ -565,6 +607,17 @@ pub(crate) async fn run_gateway(args: ConfigArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_identity_without_the_millisecond_expiry_still_has_one() {
+        let older: Identity = serde_json::from_str(
+            r#"{"name":"gw-us-3","pool":"us","certificateExpires":"2026-12-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(older.expires_ms(), Some(1_796_083_200_000));
+        let oldest: Identity = serde_json::from_str(r#"{"name":"gw-us-4","pool":"us"}"#).unwrap();
+        assert_eq!(oldest.expires_ms(), None);
+    }
 
     /// Every point at which a renewal can stop leaves one matching key/certificate pair.
     #[test]
@@ -639,14 +692,29 @@ mod tests {
     #[test]
     fn a_certificate_is_warned_about_in_its_last_30_days() {
         let day = 24 * 3600 * 1000;
-        assert_eq!(certificate_warning("gw-us-1", 100 * day, 60 * day), None);
-        let w = certificate_warning("gw-us-1", 100 * day, 80 * day);
+        let month = Duration::from_secs(30 * 24 * 3600);
+        assert_eq!(
+            certificate_warning("gw-us-1", 100 * day, 60 * day, month),
+            None
+        );
+        let w = certificate_warning("gw-us-1", 100 * day, 80 * day, month);
         assert!(
             w.as_deref()
                 .is_some_and(|w| w.contains("gw-us-1") && w.contains("in 20 days")),
             "{w:?}"
         );
-        let expired = certificate_warning("gw-us-1", 100 * day, 101 * day);
+        // The warning follows the renewal window: with 7 days, 20 days left is no warning yet.
+        let week = Duration::from_secs(7 * 24 * 3600);
+        assert_eq!(
+            certificate_warning("gw-us-1", 100 * day, 80 * day, week),
+            None
+        );
+        let off = certificate_warning("gw-us-1", 100 * day, 80 * day, Duration::ZERO);
+        assert!(
+            off.as_deref().is_some_and(|w| w.contains("not renewed")),
+            "{off:?}"
+        );
+        let expired = certificate_warning("gw-us-1", 100 * day, 101 * day, month);
         assert!(
             expired.as_deref().is_some_and(|w| w.contains("expired at")),
             "{expired:?}"

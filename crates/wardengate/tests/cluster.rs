@@ -955,6 +955,33 @@ fn two_replicas_on_postgres_survive_the_loss_of_one() {
     let t = r1.wgctl_ok(&["session", "terminate", &ids[0], "--reason", "via replica 1"]);
     assert!(t.contains("recording  sealed"), "{t}");
 
+    // A stalled replica (SIGSTOP: its kernel still completes TCP handshakes, nothing answers)
+    // does not keep a gateway from joining, renewing its certificate and serving: each TLS
+    // handshake with it gives up after 5 s and the call moves on to replica 2.
+    signal(&r1.child, "-STOP");
+    let (config, port) = gateway_config_for(&rig, &[&r1, &r2], "gwb", &join_token(&r2));
+    let mut yaml = read(&config);
+    yaml.push_str("certificateRenewBefore: 400d\n");
+    std::fs::write(&config, &yaml).unwrap();
+    let mut gwb = spawn_gateway(&rig, &config, "gwb");
+    let listening = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            listening.elapsed() < Duration::from_secs(60),
+            "gateway B did not start while replica 1 was stalled:\n{}",
+            read(&rig.path("gwb.log"))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal(&r1.child, "-CONT");
+    assert!(
+        read(&rig.path("gwb.log")).contains("renewed its certificate"),
+        "{}",
+        read(&rig.path("gwb.log"))
+    );
+    let _ = gwb.kill();
+    let _ = gwb.wait();
+
     // kill -9 replica 1.
     r1.child.kill().unwrap();
     r1.child.wait().unwrap();
@@ -1101,15 +1128,36 @@ fn a_gateway_renews_its_certificate_when_it_starts() {
         read(&gw.log)
     );
     drop(gw);
+    // Having shown the new certificate, the gateway's old one is retired: a copy of the joined
+    // key can neither log in nor renew (it would otherwise mint certificates and evict the
+    // gateway).
+    let renewed_pair = files();
+    let swap_in = |pair: &(String, String)| {
+        std::fs::remove_file(dir.join("gateway.key")).unwrap();
+        std::fs::remove_file(dir.join("gateway.crt")).unwrap();
+        std::fs::write(dir.join("gateway.key"), &pair.0).unwrap();
+        std::fs::write(dir.join("gateway.crt"), &pair.1).unwrap();
+    };
+    swap_in(&joined);
+    let mut thief = spawn_gateway(&rig, &config, "gwr-thief");
+    wait_until(
+        "the retired certificate refused",
+        Duration::from_secs(20),
+        || read(&rig.path("gwr-thief.log")).contains("not the current certificate"),
+    );
+    let _ = thief.kill();
+    let _ = thief.wait();
+    assert_eq!(renewed_events(), 1);
+    swap_in(&renewed_pair);
 
-    // Again: the first renewal's certificate renews; the joined one is two renewals old now.
+    // Again: the first renewal's certificate renews, and is retired once the gateway has
+    // served with the second one.
     let gw = start(2);
     assert_eq!(renewed_events(), 2);
+    let out = ssh_via(&rig, &gw, &["echo again-ok"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "again-ok");
     drop(gw);
-    std::fs::remove_file(dir.join("gateway.key")).unwrap();
-    std::fs::remove_file(dir.join("gateway.crt")).unwrap();
-    std::fs::write(dir.join("gateway.key"), &joined.0).unwrap();
-    std::fs::write(dir.join("gateway.crt"), &joined.1).unwrap();
+    swap_in(&renewed_pair);
     let mut stale = spawn_gateway(&rig, &config, "gwr-stale");
     wait_until(
         "the stale certificate refused",

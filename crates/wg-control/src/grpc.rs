@@ -131,7 +131,20 @@ impl GatewayService {
                 "client certificate refused: gateway {} was removed",
                 g.name
             ))),
-            Ok(Some(g)) => Ok(Caller::Gateway(g.name)),
+            Ok(Some(g)) => {
+                // The first call with a renewed certificate retires the one it was renewed
+                // with (a single write per renewal: afterwards there is none pending).
+                let shown = crate::ca::sha256_hex(leaf);
+                if g.prev_cert_sha256.as_ref().is_some_and(|p| *p != shown)
+                    && let Err(e) = self
+                        .control
+                        .forget_previous_certificate(&g.name, leaf)
+                        .await
+                {
+                    tracing::warn!(gateway = %g.name, error = %e.0.message, "cannot retire the previous certificate");
+                }
+                Ok(Caller::Gateway(g.name))
+            }
             Ok(None) => Err(Status::unauthenticated(
                 "client certificate refused: it is not the current certificate of any \
                  registered gateway",

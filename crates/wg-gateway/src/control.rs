@@ -89,6 +89,11 @@ impl std::fmt::Debug for Joined {
     }
 }
 
+/// How long a TLS handshake with a replica may take. tonic's connect timeout covers only the
+/// TCP connect: a stalled replica (its kernel still completes TCP handshakes) would otherwise
+/// hold every call waiting for its connection, instead of failing over to the next replica.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The endpoint of one replica, authenticated as `auth` says.
 fn endpoint(url: &str, auth: &ControlAuth) -> Result<Endpoint, ControlCallError> {
     let e = Endpoint::from_shared(url.to_owned())?
@@ -102,6 +107,7 @@ fn endpoint(url: &str, auth: &ControlAuth) -> Result<Endpoint, ControlCallError>
             require_https(url)?;
             Ok(e.tls_config(
                 ClientTlsConfig::new()
+                    .timeout(TLS_HANDSHAKE_TIMEOUT)
                     .ca_certificate(tonic::transport::Certificate::from_pem(&id.ca_pem))
                     .identity(tonic::transport::Identity::from_pem(
                         &id.cert_pem,
@@ -202,7 +208,7 @@ impl ControlClient {
                 let channel = Endpoint::from_shared(url.clone())?
                     .connect_timeout(Duration::from_secs(5))
                     .tls_config_with_verifier(
-                        ClientTlsConfig::new(),
+                        ClientTlsConfig::new().timeout(TLS_HANDSHAKE_TIMEOUT),
                         Arc::new(PinnedCa::new(&token.ca_pin)),
                     )?
                     .connect()

@@ -37,6 +37,10 @@ pub struct GatewayRecord {
     pub state: String,
     /// When its current certificate expires (`None` for a gateway that joined before mutual TLS).
     pub cert_expires_ms: Option<UnixMillis>,
+    /// SHA-256 of the certificate it renewed its current one with, while that one is still
+    /// accepted (until the gateway first shows the new one: see
+    /// [`Store::forget_previous_certificate`]).
+    pub prev_cert_sha256: Option<String>,
 }
 
 /// The certificate a gateway is issued when it joins, as the store keeps it.
@@ -118,8 +122,7 @@ fn join_token_row(r: &AnyRow) -> Result<JoinTokenRecord> {
     })
 }
 
-const GATEWAY_COLUMNS: &str =
-    "name, pool, address, version, joined_ms, last_seen_ms, state, cert_expires_ms";
+const GATEWAY_COLUMNS: &str = "name, pool, address, version, joined_ms, last_seen_ms, state, cert_expires_ms, prev_cert_sha256";
 
 fn gateway_row(r: &AnyRow) -> Result<GatewayRecord> {
     let get = |c: &str| -> Result<String> {
@@ -138,6 +141,9 @@ fn gateway_row(r: &AnyRow) -> Result<GatewayRecord> {
         state: get("state")?,
         cert_expires_ms: r
             .try_get::<Option<i64>, _>("cert_expires_ms")
+            .map_err(|e| corrupt("gateways", e))?,
+        prev_cert_sha256: r
+            .try_get::<Option<String>, _>("prev_cert_sha256")
             .map_err(|e| corrupt("gateways", e))?,
     })
 }
@@ -313,6 +319,7 @@ impl Store {
             last_seen_ms: now,
             state: "live".into(),
             cert_expires_ms: Some(cert.expires_ms),
+            prev_cert_sha256: None,
         };
         append_in(&mut tx, &self.chain, &event(&record)).await?;
         tx.commit().await?;
@@ -367,6 +374,28 @@ impl Store {
         append_in(&mut tx, &self.chain, event).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Stops accepting gateway `name`'s previous certificate once it has shown its current one
+    /// (`current_sha256`): from then on a copy of the old key can neither log in nor renew.
+    /// Returns whether there was one to forget.
+    pub async fn forget_previous_certificate(
+        &self,
+        name: &str,
+        current_sha256: &str,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE gateways SET prev_cert_sha256 = NULL \
+             WHERE name = $1 AND cert_sha256 = $2 AND prev_cert_sha256 IS NOT NULL",
+        )
+        .bind(name)
+        .bind(current_sha256)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
     }
 
     /// A gateway by name.

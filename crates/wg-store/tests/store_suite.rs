@@ -2678,6 +2678,30 @@ async fn a_gateway_renews_with_its_current_or_previous_certificate(db: &TestDb) 
     assert!(!renew("c0", "c4").await);
     assert!(!renew("unknown", "c5").await);
     assert_eq!(owner("c4").await, None);
+    // Once the gateway shows c3, c2 is forgotten: it neither logs in nor renews any more.
+    assert_eq!(owner("c2").await.as_deref(), Some("gw-us-1"));
+    assert!(
+        !store
+            .forget_previous_certificate("gw-us-1", "c2")
+            .await
+            .unwrap(),
+        "only the current certificate retires the previous one"
+    );
+    assert!(
+        store
+            .forget_previous_certificate("gw-us-1", "c3")
+            .await
+            .unwrap()
+    );
+    assert_eq!(owner("c2").await, None);
+    assert!(!renew("c2", "c6").await);
+    assert_eq!(owner("c3").await.as_deref(), Some("gw-us-1"));
+    assert!(
+        !store
+            .forget_previous_certificate("gw-us-1", "c3")
+            .await
+            .unwrap()
+    );
     let events = all_audit(&store)
         .await
         .into_iter()

@@ -272,6 +272,8 @@ impl ControlPlane {
                 )
                 .await;
             let refused = |why: &str| {
+                // In the replica's log, so that a leaked token being tried shows somewhere.
+                tracing::warn!(address = %address, why, "a gateway's join token was refused");
                 Err(ControlError::new(
                     ErrorCode::Unauthorized,
                     format!("join token refused: {why}"),
@@ -328,15 +330,19 @@ impl ControlPlane {
         let key = GatewayPublicKey::from_spki_der(public_key)?;
         let ca = self.cluster_ca().await?;
         let cert = ca.issue_gateway(name, &key)?;
+        let presented = crate::ca::sha256_hex(presented_der);
         let event = NewAuditEvent::new(kinds::GATEWAY_CERTIFICATE_RENEWED)
             .actor(format!("gateway:{name}"))
-            .details(json!({"certificate_expires": rfc3339(cert.expires_ms)}));
+            .details(json!({
+                "certificate_expires": rfc3339(cert.expires_ms),
+                "presented_sha256": presented, "certificate_sha256": cert.sha256,
+            }));
         let renewed = self
             .inner
             .store
             .renew_gateway_certificate(
                 name,
-                &crate::ca::sha256_hex(presented_der),
+                &presented,
                 &wg_store::GatewayCertificate {
                     sha256: cert.sha256.clone(),
                     expires_ms: cert.expires_ms,
@@ -353,6 +359,23 @@ impl ControlPlane {
             ));
         }
         Ok((cert.pem, cert.expires_ms))
+    }
+
+    /// Forgets gateway `name`'s previous certificate now that it has shown its current one
+    /// (`cert_der`); see [`wg_store::Store::forget_previous_certificate`].
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn forget_previous_certificate(
+        &self,
+        name: &str,
+        cert_der: &[u8],
+    ) -> Result<bool, ControlError> {
+        Ok(self
+            .inner
+            .store
+            .forget_previous_certificate(name, &crate::ca::sha256_hex(cert_der))
+            .await?)
     }
 
     /// The gateway whose current certificate is `cert_der` (whatever its state: the caller
