@@ -963,24 +963,43 @@ fn two_replicas_on_postgres_survive_the_loss_of_one() {
     let mut yaml = read(&config);
     yaml.push_str("certificateRenewBefore: 400d\n");
     std::fs::write(&config, &yaml).unwrap();
-    let mut gwb = spawn_gateway(&rig, &config, "gwb");
+    let gwb = Gateway {
+        child: spawn_gateway(&rig, &config, "gwb"),
+        ssh_port: port,
+        dir: rig.path("gwb"),
+        log: rig.path("gwb.log"),
+    };
     let listening = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             listening.elapsed() < Duration::from_secs(60),
             "gateway B did not start while replica 1 was stalled:\n{}",
-            read(&rig.path("gwb.log"))
+            read(&gwb.log)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert!(
+        read(&gwb.log).contains("renewed its certificate"),
+        "{}",
+        read(&gwb.log)
+    );
+    // A login through it while replica 1 is still stalled.
+    let mut login = ssh_via(&rig, &gwb, &["echo past-the-stall"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let st = wait_exit(&mut login, Duration::from_secs(60));
+    let out = login.wait_with_output().unwrap();
     signal(&r1.child, "-CONT");
     assert!(
-        read(&rig.path("gwb.log")).contains("renewed its certificate"),
-        "{}",
-        read(&rig.path("gwb.log"))
+        st.success() && String::from_utf8_lossy(&out.stdout) == "past-the-stall\n",
+        "{st:?} {}\ngateway B log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        read(&gwb.log)
     );
-    let _ = gwb.kill();
-    let _ = gwb.wait();
+    drop(gwb);
 
     // kill -9 replica 1.
     r1.child.kill().unwrap();
