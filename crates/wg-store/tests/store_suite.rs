@@ -2622,8 +2622,8 @@ async fn racing_joins_with_one_token_have_one_winner(db: &TestDb) {
     assert_eq!(store.list_gateways().await.unwrap().len(), 1);
 }
 
-async fn a_gateway_renews_with_its_current_or_previous_certificate(db: &TestDb) {
-    let store = db.store().await;
+/// Joins gw-us-1 (token "t", at 5 s) with a certificate whose SHA-256 is `cert_sha`.
+async fn join_one_gateway(store: &Store, cert_sha: &str) {
     store
         .create_join_token(
             &join_token("t", i64::MAX),
@@ -2631,10 +2631,16 @@ async fn a_gateway_renews_with_its_current_or_previous_certificate(db: &TestDb) 
         )
         .await
         .unwrap();
-    store
-        .join_gateway("t", "a", "v", 5_000, cert("c0"), joined_event)
+    let joined = store
+        .join_gateway("t", "a", "v", 5_000, cert(cert_sha), joined_event)
         .await
         .unwrap();
+    assert!(matches!(joined, JoinOutcome::Joined(_)), "{joined:?}");
+}
+
+async fn a_gateway_renews_with_its_current_or_previous_certificate(db: &TestDb) {
+    let store = db.store().await;
+    join_one_gateway(&store, "c0").await;
     let renew = |presented: &'static str, new: &'static str| {
         let store = store.clone();
         async move {
@@ -2712,17 +2718,7 @@ async fn a_gateway_renews_with_its_current_or_previous_certificate(db: &TestDb) 
 
 async fn a_gateway_is_lost_once_and_comes_back(db: &TestDb) {
     let store = db.store().await;
-    store
-        .create_join_token(
-            &join_token("t", i64::MAX),
-            &NewAuditEvent::new(kinds::GATEWAY_TOKEN_CREATED).actor("admin@local"),
-        )
-        .await
-        .unwrap();
-    store
-        .join_gateway("t", "a", "v", 5_000, cert("c"), joined_event)
-        .await
-        .unwrap();
+    join_one_gateway(&store, "c").await;
     let lost = || NewAuditEvent::new(kinds::GATEWAY_LOST).actor("system:lease");
     // A sweeper that read an older heartbeat loses; the one that read the current one wins,
     // once.
