@@ -348,6 +348,15 @@ fn gateways_join_once_and_a_lost_gateway_frees_its_sessions() {
         "{}",
         read(&rig.path("gwd.log"))
     );
+    // The token itself names it too (hashed by wgctl: the secret is not sent).
+    let t4 = join_token(&cp);
+    let out = cp.wgctl_ok(&["gateway", "token", "revoke", &t4]);
+    assert!(
+        out.contains("revoked: a gateway presenting it is refused"),
+        "{out}"
+    );
+    assert_eq!(ids("revoked").len(), 2);
+    assert!(!read(&cp.log).contains(t4.split('.').next().unwrap()));
     let used = cp.wgctl(&["gateway", "token", "revoke", &ids("used")[0]]);
     assert_eq!(used.status.code(), Some(1));
     let err = String::from_utf8_lossy(&used.stderr);

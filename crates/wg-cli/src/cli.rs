@@ -199,7 +199,7 @@ Example:\n  wgctl gateway token revoke 3f0b9c2d41aa"
 /// `wgctl gateway token revoke` arguments.
 #[derive(Debug, Args)]
 pub struct GatewayTokenRevokeArgs {
-    /// The token's ID (12 hex digits), from `wgctl gateway token list`.
+    /// The token's ID (12 hex digits), from `wgctl gateway token list`, or the token itself.
     #[arg(value_name = "ID")]
     pub id: String,
 }

@@ -114,9 +114,34 @@ pub fn random_hex(n: usize) -> Result<String, RandomUnavailable> {
     Ok(hex::encode(buf))
 }
 
+/// The SHA-256 (hex) under which the control plane stores a join token: that of its secret
+/// part, `wgj_SECRET` of `wgj_SECRET.CA_SHA256` (the token as printed, or the secret alone).
+pub fn join_token_sha256(token: &str) -> String {
+    use sha2::Digest;
+    let token = token.trim();
+    let secret = token.split_once('.').map_or(token, |(secret, _)| secret);
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
+/// A join token's ID as `wgctl gateway token list` shows it: the first 12 hex digits of
+/// [`join_token_sha256`].
+pub fn join_token_id(token_sha256: &str) -> String {
+    token_sha256.chars().take(12).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_join_token_is_known_by_its_secret_part() {
+        let full = "wgj_0123456789abcdef.3f0b9c2d41aa";
+        assert_eq!(
+            join_token_sha256(full),
+            join_token_sha256(" wgj_0123456789abcdef ")
+        );
+        assert_eq!(join_token_id(&join_token_sha256(full)).len(), 12);
+    }
 
     #[test]
     fn generated_ids_round_trip_and_differ() {

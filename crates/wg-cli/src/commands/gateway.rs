@@ -49,10 +49,17 @@ pub(super) async fn run(client: &ApiClient, cmd: GatewayCmd) -> Result<u8, CliEr
             })?;
         }
         GatewayCmd::Token(GatewayTokenCmd::Revoke(args)) => {
+            // The token itself (as `token create` printed it) names its ID too; it is hashed
+            // here, so that the secret never travels or lands in a log.
+            let id = if args.id.trim().starts_with("wgj_") {
+                wg_domain::ids::join_token_id(&wg_domain::ids::join_token_sha256(&args.id))
+            } else {
+                args.id.trim().to_owned()
+            };
             let revoked: wg_domain::api::JoinTokenRevoked = client
                 .send(
                     Method::POST,
-                    &api_path(&["gateways", "tokens", &args.id, "revoke"]),
+                    &api_path(&["gateways", "tokens", &id, "revoke"]),
                     &serde_json::json!({}),
                 )
                 .await?;

@@ -19,7 +19,6 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 use wg_domain::ErrorCode;
 use wg_domain::api::{GatewayView, JoinTokenCreated, JoinTokenView};
@@ -50,17 +49,8 @@ pub struct JoinedGateway {
 }
 
 /// The secret part of a join token `wgj_SECRET.CA_PIN` (what is hashed and stored).
-fn token_secret(token: &str) -> &str {
-    let token = token.trim();
-    token.split_once('.').map_or(token, |(secret, _)| secret)
-}
-
 /// Longest join-token lifetime.
 const MAX_JOIN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-
-fn sha256_hex(s: &str) -> String {
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))
-}
 
 /// A pool name: 1–32 of `[a-z0-9-]`, as it becomes part of gateway names.
 fn valid_pool(pool: &str) -> Result<&str, ControlError> {
@@ -119,7 +109,7 @@ impl ControlPlane {
         let token = format!("{secret}.{}", ca.pin());
         let now = now_millis();
         let rec = JoinTokenRecord {
-            token_sha256: sha256_hex(&secret),
+            token_sha256: wg_domain::ids::join_token_sha256(&secret),
             pool: pool.to_owned(),
             created_by: by.to_owned(),
             created_ms: now,
@@ -153,7 +143,7 @@ impl ControlPlane {
             .await?
             .into_iter()
             .map(|t| JoinTokenView {
-                id: t.token_sha256.chars().take(12).collect(),
+                id: wg_domain::ids::join_token_id(&t.token_sha256),
                 pool: t.pool,
                 created_by: t.created_by,
                 created_at: rfc3339(t.created_ms),
@@ -247,7 +237,7 @@ impl ControlPlane {
                 .inner
                 .store
                 .join_gateway(
-                    &sha256_hex(token_secret(token)),
+                    &wg_domain::ids::join_token_sha256(token),
                     address,
                     version,
                     now_millis(),
