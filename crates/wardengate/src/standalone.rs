@@ -194,11 +194,10 @@ impl Identity {
 const CERT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How long a start waits for a certificate renewal before going on with the current one.
 const RENEWAL_TIMEOUT: Duration = Duration::from_secs(30);
-const CERT_WARN_BEFORE_MS: i64 = 30 * 24 * 3600 * 1000;
 
 /// The warning for a certificate expiring at `expires_ms`, if one is due at `now_ms`: within
 /// `renew_before` of the expiry a restart renews it; with renewal off (`renew_before` 0), the
-/// last 30 days warn that it must be joined again.
+/// default window ([`CERT_RENEW_BEFORE`]) warns that it must be joined again.
 fn certificate_warning(
     name: &str,
     expires_ms: i64,
@@ -206,11 +205,12 @@ fn certificate_warning(
     renew_before: Duration,
 ) -> Option<String> {
     let left_ms = expires_ms.saturating_sub(now_ms);
-    let window_ms = if renew_before.is_zero() {
-        CERT_WARN_BEFORE_MS
+    let window = if renew_before.is_zero() {
+        CERT_RENEW_BEFORE
     } else {
-        i64::try_from(renew_before.as_millis()).unwrap_or(i64::MAX)
+        renew_before
     };
+    let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
     let at = wg_domain::time::rfc3339(expires_ms);
     let when = if left_ms <= 0 {
         format!("expired at {at}")
@@ -372,11 +372,7 @@ fn store_identity(
     ];
     for (name, bytes) in files {
         let path = dir.join(name);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("replacing {}", path.display())),
-        }
+        remove_if_present(&path)?;
         wg_control::vault::write_private_file(&path, bytes)
             .with_context(|| format!("writing {}", path.display()))?;
     }

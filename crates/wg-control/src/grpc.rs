@@ -126,7 +126,9 @@ impl GatewayService {
         };
         ca.verify_gateway_cert(leaf, intermediates)
             .map_err(|e| Status::unauthenticated(format!("client certificate refused: {e}")))?;
-        match self.control.gateway_for_certificate(leaf).await {
+        // Hashed once: the lookup and the retirement of a previous certificate both use it.
+        let shown = crate::ca::sha256_hex(leaf);
+        match self.control.gateway_for_certificate(&shown).await {
             Ok(Some(g)) if g.state == "removed" => Err(Status::unauthenticated(format!(
                 "client certificate refused: gateway {} was removed",
                 g.name
@@ -134,11 +136,10 @@ impl GatewayService {
             Ok(Some(g)) => {
                 // The first call with a renewed certificate retires the one it was renewed
                 // with (a single write per renewal: afterwards there is none pending).
-                let shown = crate::ca::sha256_hex(leaf);
                 if g.prev_cert_sha256.as_ref().is_some_and(|p| *p != shown)
                     && let Err(e) = self
                         .control
-                        .forget_previous_certificate(&g.name, leaf)
+                        .forget_previous_certificate(&g.name, &shown)
                         .await
                 {
                     tracing::warn!(gateway = %g.name, error = %e.0.message, "cannot retire the previous certificate");
@@ -261,9 +262,9 @@ impl GatewayControl for GatewayService {
             ));
         };
         // `authorize` accepted the leaf certificate, so there is one.
-        let presented: Vec<u8> = request
+        let presented = request
             .peer_certs()
-            .and_then(|c| c.first().map(|c| c.as_ref().to_vec()))
+            .and_then(|c| c.first().map(|c| crate::ca::sha256_hex(c.as_ref())))
             .unwrap_or_default();
         let req = request.into_inner();
         let (certificate_pem, certificate_expires_ms) = self

@@ -48,7 +48,6 @@ pub struct JoinedGateway {
     pub ca_pem: String,
 }
 
-/// The secret part of a join token `wgj_SECRET.CA_PIN` (what is hashed and stored).
 /// Longest join-token lifetime.
 const MAX_JOIN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -303,24 +302,23 @@ impl ControlPlane {
     }
 
     /// Renews gateway `name`'s client certificate for `public_key` (an ECDSA P-256
-    /// SubjectPublicKeyInfo, DER), authorised by the certificate it presented (`presented_der`,
-    /// its current or previous one), and writes `gateway.certificate.renewed`. Returns the new
-    /// certificate (PEM) and its expiry (Unix ms).
+    /// SubjectPublicKeyInfo, DER), authorised by the certificate it presented (`presented`:
+    /// the SHA-256 hex of its DER; its current or previous one), and writes
+    /// `gateway.certificate.renewed`. Returns the new certificate (PEM) and its expiry (Unix ms).
     ///
     /// # Errors
     /// `bad_request` for an unusable public key; `unauthorized` when the presented certificate
-    /// is no longer one of the gateway's (renewed twice since, or the gateway was removed);
-    /// store failures.
+    /// is no longer one of the gateway's (retired once the gateway called with a newer one, or
+    /// the gateway was removed); store failures.
     pub async fn renew_gateway_certificate(
         &self,
         name: &str,
-        presented_der: &[u8],
+        presented: &str,
         public_key: &[u8],
     ) -> Result<(String, i64), ControlError> {
         let key = GatewayPublicKey::from_spki_der(public_key)?;
         let ca = self.cluster_ca().await?;
         let cert = ca.issue_gateway(name, &key)?;
-        let presented = crate::ca::sha256_hex(presented_der);
         let event = NewAuditEvent::new(kinds::GATEWAY_CERTIFICATE_RENEWED)
             .actor(format!("gateway:{name}"))
             .details(json!({
@@ -332,7 +330,7 @@ impl ControlPlane {
             .store
             .renew_gateway_certificate(
                 name,
-                &presented,
+                presented,
                 &wg_store::GatewayCertificate {
                     sha256: cert.sha256.clone(),
                     expires_ms: cert.expires_ms,
@@ -352,36 +350,34 @@ impl ControlPlane {
     }
 
     /// Forgets gateway `name`'s previous certificate now that it has shown its current one
-    /// (`cert_der`); see [`wg_store::Store::forget_previous_certificate`].
+    /// (`cert_sha256`: SHA-256 hex of its DER); see
+    /// [`wg_store::Store::forget_previous_certificate`].
     ///
     /// # Errors
     /// Store failures.
     pub async fn forget_previous_certificate(
         &self,
         name: &str,
-        cert_der: &[u8],
+        cert_sha256: &str,
     ) -> Result<bool, ControlError> {
         Ok(self
             .inner
             .store
-            .forget_previous_certificate(name, &crate::ca::sha256_hex(cert_der))
+            .forget_previous_certificate(name, cert_sha256)
             .await?)
     }
 
-    /// The gateway whose current certificate is `cert_der` (whatever its state: the caller
-    /// refuses a removed one, saying so).
+    /// The gateway whose current (or not yet retired previous) certificate has SHA-256
+    /// `cert_sha256` (hex of its DER), whatever its state: the caller refuses a removed one,
+    /// saying so.
     ///
     /// # Errors
     /// Store failures.
     pub async fn gateway_for_certificate(
         &self,
-        cert_der: &[u8],
+        cert_sha256: &str,
     ) -> Result<Option<GatewayRecord>, ControlError> {
-        Ok(self
-            .inner
-            .store
-            .gateway_by_certificate(&crate::ca::sha256_hex(cert_der))
-            .await?)
+        Ok(self.inner.store.gateway_by_certificate(cert_sha256).await?)
     }
 
     /// The control plane's CA: loaded from the store, or created and stored by the first replica
