@@ -613,15 +613,19 @@ fn json_is_pretty_and_stable() {
 
 #[test]
 fn mass_terminate_output() {
-    let r = wg_domain::api::BulkTerminateResponse {
+    let bulk = |terminated, already_ended| wg_domain::api::BulkTerminateResponse {
         bulk_operation: "bulk_0a1b2c3d4e5f".into(),
-        terminated: vec![
+        terminated,
+        failed: vec![],
+        already_ended,
+    };
+    let r = bulk(
+        vec![
             terminated(false, Some(("sealed", 7, 918_644))),
             terminated(false, None),
         ],
-        failed: vec![],
-        already_ended: 0,
-    };
+        0,
+    );
     let out = render::terminate_matching(&r);
     assert_eq!(
         out,
@@ -633,24 +637,14 @@ fn mass_terminate_output() {
     );
     insta::assert_snapshot!(out);
     // Nothing matched: said so, not just "0 sessions terminated".
-    let none = wg_domain::api::BulkTerminateResponse {
-        bulk_operation: "bulk_0a1b2c3d4e5f".into(),
-        terminated: vec![],
-        failed: vec![],
-        already_ended: 0,
-    };
+    let none = bulk(vec![], 0);
     assert_eq!(
         render::terminate_matching(&none),
         "0 sessions terminated (bulk operation bulk_0a1b2c3d4e5f)\n\
          no live session matched the selectors\n"
     );
     // A concurrent mass termination that found its sessions already taken says so.
-    let raced = wg_domain::api::BulkTerminateResponse {
-        bulk_operation: "bulk_0a1b2c3d4e5f".into(),
-        terminated: vec![],
-        failed: vec![],
-        already_ended: 3,
-    };
+    let raced = bulk(vec![], 3);
     assert_eq!(
         render::terminate_matching(&raced),
         "0 sessions terminated (bulk operation bulk_0a1b2c3d4e5f)\n\

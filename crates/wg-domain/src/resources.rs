@@ -145,6 +145,14 @@ pub struct Target {
     pub max_sessions_per_target: Option<u32>,
 }
 
+/// A tag selector `key=value` (e.g. `--target-tag env=prod`): both parts non-empty, the spaces
+/// around each dropped. `None` when it is not of that form.
+pub fn parse_tag_selector(s: &str) -> Option<(String, String)> {
+    let (k, v) = s.split_once('=')?;
+    let (k, v) = (k.trim(), v.trim());
+    (!k.is_empty() && !v.is_empty()).then(|| (k.to_owned(), v.to_owned()))
+}
+
 /// Which targets a policy covers: by name, by tags (all must match), or both (either matches).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -834,6 +842,21 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tag_selectors_need_a_key_and_a_value() {
+        assert_eq!(
+            parse_tag_selector(" env = prod "),
+            Some(("env".into(), "prod".into()))
+        );
+        assert_eq!(
+            parse_tag_selector("a=b=c"),
+            Some(("a".into(), "b=c".into()))
+        );
+        for bad in ["env", "env=", "=prod", " = ", ""] {
+            assert_eq!(parse_tag_selector(bad), None, "{bad:?}");
+        }
+    }
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOq7 alice@laptop";
 

@@ -29,6 +29,8 @@ pub(super) async fn run(client: &ApiClient, cmd: SessionCmd) -> Result<u8, CliEr
         SessionCmd::Terminate(args) => terminate(client, args).await,
         SessionCmd::Handoff(args) => handoff(client, args).await,
         SessionCmd::Accept(args) => {
+            // Resolved before the accept: a bad WGCTL_SSH_ADDR must not leave it half done.
+            let addr = crate::cli::ssh_addr(args.ssh_addr.as_ref())?;
             let view: HandoffView = client
                 .send(
                     Method::POST,
@@ -36,7 +38,7 @@ pub(super) async fn run(client: &ApiClient, cmd: SessionCmd) -> Result<u8, CliEr
                     &serde_json::json!({}),
                 )
                 .await?;
-            emit(&render::handoff_accepted(&view, &args.ssh_addr))?;
+            emit(&render::handoff_accepted(&view, &addr))?;
             Ok(exit::OK)
         }
         SessionCmd::Attach(args) => attach(client, args).await,
@@ -80,8 +82,9 @@ pub(super) fn attach_argv(
 }
 
 async fn attach(client: &ApiClient, args: AttachArgs) -> Result<u8, CliError> {
+    let addr = crate::cli::ssh_addr(args.ssh_addr.as_ref())?;
     let me: WhoAmI = client.get(&api_path(&["whoami"]), &[]).await?;
-    let argv = attach_argv(&me.principal, &args.id, &args.ssh_addr, &args.ssh_args);
+    let argv = attach_argv(&me.principal, &args.id, &addr, &args.ssh_args);
     run_ssh(&argv)
 }
 
@@ -239,7 +242,12 @@ mod tests {
             panic!("expected attach");
         };
         assert_eq!(
-            attach_argv("dan@corp", &args.id, &args.ssh_addr, &args.ssh_args),
+            attach_argv(
+                "dan@corp",
+                &args.id,
+                &crate::cli::ssh_addr(args.ssh_addr.as_ref()).unwrap(),
+                &args.ssh_args
+            ),
             [
                 "ssh",
                 "-t",

@@ -141,16 +141,11 @@ impl ControlPlane {
             ));
         }
         let tag = match tag {
-            Some(t) => match t.split_once('=') {
-                Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
-                    Some((k.trim().to_owned(), v.trim().to_owned()))
-                }
-                _ => {
-                    return Err(ControlError::bad_request(format!(
-                        "--target-tag {t:?} must be key=value, both non-empty"
-                    )));
-                }
-            },
+            Some(t) => Some(wg_domain::resources::parse_tag_selector(&t).ok_or_else(|| {
+                ControlError::bad_request(format!(
+                    "--target-tag {t:?} must be key=value, both non-empty"
+                ))
+            })?),
             None => None,
         };
         let tagged: Option<Vec<String>> = match &tag {
