@@ -14,6 +14,14 @@ Subcommands:
   session JSON_FILE
       Reads `wgctl session list -o json` output; prints the newest session as
       `id policy recording_mode recording_bytes recording_status exit_status end_reason`.
+  phases
+      Reads `perf script -F tid,time,event,trace` of raw_syscalls enter/exit events of the
+      gateway's connection threads (recorded during `latency`) and splits each relayed echo
+      packet into: wake (epoll_wait returns) -> read (first recv* enters) -> send (first
+      send*/write* enters) -> sent (it returns). A pass that follows more than 5 ms of quiet on
+      its thread is a keystroke going in (client -> target, caches cold); one that follows
+      within 5 ms is the echo going out (target -> client). Prints, per kind,
+      `kind n wake_to_read_p50 read_to_send_p50 send_p50 total_p50` in microseconds.
 """
 
 import json
@@ -173,6 +181,47 @@ def session(path: str) -> int:
     return 0
 
 
+# Linux x86_64 syscall numbers used by `phases`.
+EPOLL_WAITS = {232, 281, 441}      # epoll_wait, epoll_pwait, epoll_pwait2
+READS = {0, 19, 45, 47}            # read, readv, recvfrom, recvmsg
+SENDS = {1, 20, 44, 46}            # write, writev, sendto, sendmsg
+QUIET_US = 5000.0
+
+
+def phases(lines) -> int:
+    """See the module docstring: per-kind medians of the gateway's syscall-bounded phases."""
+    import re
+    pat = re.compile(r"\s*(\d+)\s+([\d.]+):\s+raw_syscalls:sys_(enter|exit):\s+NR (\d+)(?: = (-?\d+))?")
+    state = {}  # tid -> dict(wake, read, send, last_end)
+    out = {"keystroke": [], "echo": []}
+    for line in lines:
+        m = pat.match(line)
+        if not m:
+            continue
+        tid, t, kind, nr = int(m.group(1)), float(m.group(2)) * 1e6, m.group(3), int(m.group(4))
+        st = state.setdefault(tid, {"wake": None, "read": None, "send": None, "last": None})
+        if kind == "exit" and nr in EPOLL_WAITS:
+            if m.group(5) is not None and int(m.group(5)) > 0 and st["read"] is None:
+                st["wake"] = t
+        elif kind == "enter" and nr in READS and st["wake"] is not None and st["read"] is None:
+            st["read"] = t
+        elif kind == "enter" and nr in SENDS and st["read"] is not None and st["send"] is None:
+            st["send"] = t
+        elif kind == "exit" and nr in SENDS and st["send"] is not None:
+            cold = st["last"] is None or st["wake"] - st["last"] > QUIET_US
+            out["keystroke" if cold else "echo"].append(
+                (st["read"] - st["wake"], st["send"] - st["read"], t - st["send"], t - st["wake"]))
+            st.update(wake=None, read=None, send=None, last=t)
+    for k in ("keystroke", "echo"):
+        rows = out[k]
+        if not rows:
+            print(f"{k} 0 - - - -")
+            continue
+        med = [sorted(r[i] for r in rows)[len(rows) // 2] for i in range(4)]
+        print(k, len(rows), " ".join(f"{v:.0f}" for v in med))
+    return 0
+
+
 def main() -> int:
     if len(sys.argv) >= 2 and sys.argv[1] == "latency":
         n, pause = int(sys.argv[2]), float(sys.argv[3])
@@ -189,6 +238,8 @@ def main() -> int:
             return latency(n, pause, argvs)
     if len(sys.argv) == 3 and sys.argv[1] == "session":
         return session(sys.argv[2])
+    if len(sys.argv) == 2 and sys.argv[1] == "phases":
+        return phases(sys.stdin)
     print(__doc__, file=sys.stderr)
     return 2
 

@@ -47,6 +47,9 @@
 #   WG_BENCH_RSS_LIMIT_MB (abort a transfer if the gateway's RSS passes it, 8192),
 #   WG_BENCH_LAT_N (500), WG_BENCH_LAT_PAUSE (seconds between keystrokes, 0.02),
 #   WG_BENCH_NO_BUILD=1, WG_BENCH_KEEP=1 (keep the temp dir, e.g. to read the logs),
+#   WG_BENCH_PHASES=1 (needs perf: traces the gateway's connection threads' syscalls for 10 s
+#   of the latency run and splits its share of an echo into phases; the trace slows the
+#   gateway paths by a few µs, so the headline comparison is best taken without it),
 #   WG_BENCH_PAYLOAD=random|text (default random: binary, which a terminal-less channel records
 #   as size + SHA-256; text: base64 lines, which recording stores in full as asciicast events).
 # Needs: root (sshd logs in as root), openssh-server + client, python3, cargo.
@@ -424,7 +427,27 @@ declare -A LAT
 log "keystroke echo latency, $LAT_N rounds over ${#LAT_PATHS[@]} paths (interleaved)"
 LAT_ARGS=()
 for p in "${LAT_PATHS[@]}"; do LAT_ARGS+=(-- ssh -F "$CFG" -e none -tt "$p" cat); done
+# With WG_BENCH_PHASES=1, meanwhile, where the gateway's share of an echo goes: 10 s of its
+# connection threads' syscalls (perf tracepoints), from 3 s into the run. Off by default: the
+# trace costs the traced paths ~1 µs per syscall, so it would tilt the comparison above.
+PERF_PID=""
+if [ "${WG_BENCH_PHASES:-0}" = 1 ] && command -v perf >/dev/null; then
+    (
+        sleep 3
+        tids=$(for t in /proc/"$WG_PID"/task/*; do
+            [[ "$(cat "$t/comm" 2>/dev/null)" == wg-conn-* ]] && printf '%s,' "${t##*/}"; done)
+        [ -n "$tids" ] && perf record -q -e raw_syscalls:sys_enter -e raw_syscalls:sys_exit \
+            -t "${tids%,}" -o "$TMP/phases.data" -- sleep 10 >"$TMP/phases.log" 2>&1
+    ) &
+    PERF_PID=$!
+fi
 mapfile -t LAT_OUT < <(timeout 1800 python3 "$HELPER" latency "$LAT_N" "$LAT_PAUSE" "${LAT_ARGS[@]}" 2>&1)
+PHASES=()
+if [ -n "$PERF_PID" ]; then
+    wait "$PERF_PID"
+    [ -s "$TMP/phases.data" ] && mapfile -t PHASES < <(perf script -i "$TMP/phases.data" \
+        -F tid,time,event,trace 2>/dev/null | python3 "$HELPER" phases)
+fi
 i=0
 for p in "${LAT_PATHS[@]}"; do
     if [[ "${LAT_OUT[0]:-}" == ERROR* ]]; then LAT[$p]=${LAT_OUT[0]}; else LAT[$p]=${LAT_OUT[$i]:-ERROR no output}; fi
@@ -466,6 +489,21 @@ for p in "${LAT_PATHS[@]}"; do
     if [[ "${LAT[$p]}" == ERROR* ]]; then printf '%-22s %s\n' "${LABEL[$p]}" "${LAT[$p]}"
     else read -r a b c e f g <<<"${LAT[$p]}"; printf '%-22s %9s %9s %7s %9s %9s %12s\n' "${LABEL[$p]}" "$a" "$b" "$c" "$e" "$f" "$g"; fi
 done
+if [ "${#PHASES[@]}" -gt 0 ]; then
+    echo
+    echo "Gateway share of an echo (p50 µs, from a perf trace of its connection threads' syscalls, both"
+    echo "  gateway paths; wake = epoll_wait returns, read = the packet's recv, send = the other leg's send:"
+    echo "  read->send is decrypt + relay + encrypt; keystroke in = after 5+ ms of quiet, caches cold)"
+    printf '%-16s %6s %11s %11s %9s %9s\n' pass n wake-\>read read-\>send send total
+    for l in "${PHASES[@]}"; do
+        read -r k n a b c t <<<"$l"
+        case $k in keystroke) k="keystroke in";; echo) k="echo out";; esac
+        printf '%-16s %6s %11s %11s %9s %9s\n' "$k" "$n" "$a" "$b" "$c" "$t"
+    done
+elif [ "${WG_BENCH_PHASES:-0}" = 1 ]; then
+    echo
+    echo "(no gateway phase split: perf not installed or not permitted; apt-get install linux-perf)"
+fi
 echo
 echo "Negotiated ciphers (OpenSSH client defaults; from ssh -v and the sshd logs)"
 for p in "${PATHS[@]}"; do

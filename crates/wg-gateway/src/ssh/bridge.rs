@@ -525,21 +525,23 @@ async fn target_to_client(
         };
         let mut guard = side.leg.lock().await;
         let sent = match msg {
+            // The screen model is fed after the client has the bytes (off the echo path), still
+            // under the leg lock, so a takeover that redraws from it sees them.
             ChannelMsg::Data { data } => {
                 machine_activity(&ctx, &flags);
-                side.draw(&data);
-                match guard.as_mut() {
+                let sent = match guard.as_mut() {
                     Some(leg) => deliver(&ctx, &mut stdout, &flags, &mut leg.out, &data).await,
                     None => {
                         ctx.tap(&mut stdout, &flags, &data, Frame::Output).await;
                         Ok(())
                     }
-                }
+                };
+                side.draw(&data);
+                sent
             }
             ChannelMsg::ExtendedData { data, ext } => {
                 machine_activity(&ctx, &flags);
-                side.draw(&data);
-                match guard.as_mut() {
+                let sent = match guard.as_mut() {
                     Some(leg) => {
                         let mut w = leg.tx.make_writer_ext(Some(ext));
                         deliver(&ctx, &mut stderr, &flags, &mut w, &data).await
@@ -548,7 +550,9 @@ async fn target_to_client(
                         ctx.tap(&mut stderr, &flags, &data, Frame::Output).await;
                         Ok(())
                     }
-                }
+                };
+                side.draw(&data);
+                sent
             }
             ChannelMsg::Eof => match guard.as_ref() {
                 Some(leg) => leg.tx.eof().await,

@@ -234,6 +234,24 @@ impl SshListener {
     }
 }
 
+/// Read buffer in front of each leg's socket, in bytes.
+///
+/// russh reads a packet in two exact reads (the first cipher block, for the length, then the
+/// rest) and then a third that finds the socket empty: three `recvfrom` calls per packet, each
+/// a kernel entry on the echo path of every keystroke. Behind a buffer, one `recvfrom` takes
+/// the whole packet (and, when it returns less than asked, tokio marks the socket drained, so
+/// the next read waits in `epoll` without a syscall). Bulk reads larger than the buffer bypass
+/// it, so a transfer copies at most this much per packet an extra time.
+pub(crate) const READ_BUFFER_BYTES: usize = 4096;
+
+/// A leg's socket behind its read buffer (writes pass straight through); see
+/// [`READ_BUFFER_BYTES`].
+pub(crate) fn buffered(
+    stream: tokio::net::TcpStream,
+) -> tokio::io::BufReader<tokio::net::TcpStream> {
+    tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, stream)
+}
+
 /// The line a client is shown when its session is ended by the gateway or an operator.
 fn notice_for(k: &KillInfo) -> String {
     // Control characters are stripped: the text goes to the user's terminal.
@@ -439,13 +457,14 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         unreachable: None,
         refusal_is_end: false,
     };
-    let running = match russh::server::run_stream(shared.config.clone(), stream, handler).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "SSH handshake failed");
-            return;
-        }
-    };
+    let running =
+        match russh::server::run_stream(shared.config.clone(), buffered(stream), handler).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "SSH handshake failed");
+                return;
+            }
+        };
     let server = running.handle();
     tokio::pin!(running);
     let mut idle = IdleClock::default();

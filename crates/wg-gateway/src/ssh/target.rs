@@ -77,7 +77,6 @@ fn client_config() -> Arc<client::Config> {
         keepalive_interval: Some(Duration::from_secs(30)),
         keepalive_max: 4,
         window_size: 4 * 1024 * 1024,
-        nodelay: true,
         ..Default::default()
     })
 }
@@ -103,7 +102,11 @@ pub(crate) async fn connect(
         observed: observed.clone(),
         mismatch: mismatch.clone(),
     };
-    let connect = client::connect(client_config(), address, handler);
+    let connect = async {
+        let socket = tokio::net::TcpStream::connect(address).await?;
+        socket.set_nodelay(true)?;
+        client::connect_stream(client_config(), super::buffered(socket), handler).await
+    };
     let mut handle = match tokio::time::timeout(Duration::from_secs(10), connect).await {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
