@@ -3,7 +3,8 @@
 # compared with plain OpenSSH. Run from the repo root:   bench/ssh_throughput.sh
 #
 # WHAT IT DOES (one run, loopback only, everything in a fresh temp dir, cleaned up on exit):
-#   * builds the release binaries (`cargo build --release --bin wardengate --bin wgctl`;
+#   * builds the release binaries (`cargo build --release --bin wardengate --bin wgctl
+#     --bin wg-bench`;
 #     skip with WG_BENCH_NO_BUILD=1),
 #   * starts two stock sshd (the TARGET, and a second one used as the ProxyJump host) with
 #     temporary keys on free high ports, and `wardengate dev` (release, WARDENGATE_LOG=info,
@@ -24,7 +25,9 @@
 #   * measures single-keystroke echo latency per path: `ssh -tt HOST cat` driven through pipes by
 #     bench/ssh_bench_helper.py; one byte is written and timed until the remote PTY echoes it.
 #     With socat installed, latency also runs through (e) a plain TCP relay to the target sshd
-#     (`socat`, no SSH layer, no crypto): the floor of what any extra hop costs on this machine.
+#     (`socat`, no SSH layer, no crypto): the floor of what any extra hop costs on this machine;
+#     and through (f) a bare russh relay (`wg-bench russh-relay`: russh server + client,
+#     forwarding inside their handlers, nothing of Wardengate): the floor of any russh relay.
 #     The four paths run side by side and take turns keystroke by keystroke, so a change in the
 #     machine's state during the run affects them alike.
 #
@@ -119,8 +122,8 @@ wait_port() { # port seconds
 cd "$REPO" || die "no repo"
 [ "$(id -u)" = 0 ] || die "run as root (the sshd targets log in as root)"
 if [ "${WG_BENCH_NO_BUILD:-0}" != 1 ]; then
-    log "cargo build --release --bin wardengate --bin wgctl (may wait for the cargo lock)"
-    cargo build --release --bin wardengate --bin wgctl >&2 || die "release build failed"
+    log "cargo build --release --bin wardengate --bin wgctl --bin wg-bench (may wait for the cargo lock)"
+    cargo build --release --bin wardengate --bin wgctl --bin wg-bench >&2 || die "release build failed"
 fi
 [ -x "$BIN/wardengate" ] && [ -x "$BIN/wgctl" ] || die "missing $BIN/wardengate or $BIN/wgctl"
 
@@ -183,6 +186,22 @@ if command -v socat >/dev/null; then
     wait_port "$RPORT" 10 || { log "socat did not listen; no TCP relay floor"; RPORT=""; }
 else
     log "socat not installed: no TCP relay floor in the latency table (apt-get install socat)"
+fi
+
+# The floor of a relay built on russh (latency only): `wg-bench russh-relay`, a russh server and
+# client forwarding inside their handlers, with nothing of Wardengate (bench/src/russh_relay.rs).
+# What the gateway adds over it is Wardengate's own cost; what it adds over (e) is russh's.
+XPORT=""
+if [ -x "$BIN/wg-bench" ]; then
+    XPORT=$(free_port)
+    while [ "$XPORT" = "$RPORT" ]; do XPORT=$(free_port); done
+    setsid "$BIN/wg-bench" russh-relay --listen "127.0.0.1:$XPORT" --target "127.0.0.1:$TPORT" \
+        --user root --identity "$TMP/keys/target_account" --host-key "$TMP/keys/jump_host" \
+        </dev/null >/dev/null 2>"$TMP/russh_relay.log" &
+    PGIDS+=($!)
+    wait_port "$XPORT" 10 || { log "russh-relay did not listen; no russh relay floor"; XPORT=""; }
+else
+    log "no $BIN/wg-bench: no russh relay floor in the latency table (cargo build --release -p wg-bench)"
 fi
 
 # ---------------------------------------------------------------- wardengate dev (release)
@@ -251,6 +270,8 @@ Host proxyjump
     ProxyJump jumphost
 Host tcprelay
     Port ${RPORT:-1}
+Host russhrelay
+    Port ${XPORT:-1}
 Host gw-norec
     Port $GWPORT
     User admin@local:bench-norec
@@ -276,10 +297,11 @@ EOF
 PATHS=(direct proxyjump gw-norec gw-rec)
 declare -A LABEL=([direct]="(a) direct ssh" [proxyjump]="(b) ssh ProxyJump" \
                   [gw-norec]="(c) gateway, rec off" [gw-rec]="(d) gateway, rec on" \
-                  [tcprelay]="(e) TCP relay (socat)")
-# Latency also runs through the TCP relay floor, when there is one.
+                  [tcprelay]="(e) TCP relay (socat)" [russhrelay]="(f) bare russh relay")
+# Latency also runs through the two relay floors, when they are there.
 LAT_PATHS=("${PATHS[@]}")
 [ -n "$RPORT" ] && LAT_PATHS+=(tcprelay)
+[ -n "$XPORT" ] && LAT_PATHS+=(russhrelay)
 declare -A TGT=([gw-norec]=bench-norec [gw-rec]=bench-rec)
 
 # ---------------------------------------------------------------- the data

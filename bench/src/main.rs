@@ -7,11 +7,14 @@
 //! - `latency` times sequential `GET /api/v1/sessions` requests over one keep-alive connection
 //!   and prints p50/p90/p99 per query.
 //! - `store-list` times `Store::list_sessions` itself (no HTTP) at several page sizes.
+//! - `russh-relay` is the bare russh relay that `ssh_throughput.sh` times keystrokes through, as
+//!   the floor of any relay built on russh (see [`russh_relay`]).
 //!
 //! Benchmarks report figures; nothing here asserts a timing.
 
 mod latency;
 mod populate;
+mod russh_relay;
 mod store_list;
 
 use std::process::ExitCode;
@@ -34,6 +37,8 @@ enum Command {
     Latency(latency::LatencyArgs),
     /// Time Store::list_sessions itself at several page sizes.
     StoreList(store_list::StoreListArgs),
+    /// Serve the bare russh relay (latency peer of the gateway; loopback only).
+    RusshRelay(russh_relay::RusshRelayArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,10 +52,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The relay runs on one thread, as each of the gateway's connections does.
+    let mut builder = match cli.command {
+        Command::RusshRelay(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("wg-bench: cannot start the async runtime: {e}");
@@ -62,6 +69,7 @@ fn main() -> ExitCode {
             Command::Populate(a) => populate::run(a).await,
             Command::Latency(a) => latency::run(a).await,
             Command::StoreList(a) => store_list::run(a).await,
+            Command::RusshRelay(a) => russh_relay::run(a).await,
         }
     });
     match result {
