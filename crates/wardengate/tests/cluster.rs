@@ -325,7 +325,8 @@ fn gateways_join_once_and_a_lost_gateway_frees_its_sessions() {
         let list: serde_json::Value =
             serde_json::from_str(&cp.wgctl_ok(&["gateway", "token", "list", "-o", "json"]))
                 .unwrap();
-        list.as_array()
+        list["tokens"]
+            .as_array()
             .unwrap()
             .iter()
             .filter(|t| t["state"] == state)
@@ -480,7 +481,7 @@ fn gateways_join_once_and_a_lost_gateway_frees_its_sessions() {
     assert!(log.contains("does not match the join token's pin"), "{log}");
     assert!(!rig.path("gwp").join("identity.json").exists());
     let tokens = cp.json(&["gateway", "token", "list"]);
-    let unused = tokens
+    let unused = tokens["tokens"]
         .as_array()
         .unwrap()
         .iter()

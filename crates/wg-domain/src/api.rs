@@ -500,6 +500,13 @@ pub struct GatewayView {
     pub certificate_expires_at: Option<String>,
 }
 
+/// `GET /api/v1/gateways/tokens` response (an object, as `GET /api/v1/gateways`'s).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JoinTokenList {
+    /// Every join token, newest first.
+    pub tokens: Vec<JoinTokenView>,
+}
+
 /// `GET /api/v1/gateways` response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GatewayList {

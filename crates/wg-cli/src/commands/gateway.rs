@@ -1,7 +1,7 @@
 //! `wgctl gateway list | token create | token list | token revoke | remove`.
 
 use reqwest::Method;
-use wg_domain::api::{GatewayList, JoinTokenCreated, JoinTokenRequest, JoinTokenView};
+use wg_domain::api::{GatewayList, JoinTokenCreated, JoinTokenList, JoinTokenRequest};
 
 use super::emit;
 use crate::cli::{GatewayCmd, GatewayTokenCmd, ListFormat, ShowFormat};
@@ -41,11 +41,10 @@ pub(super) async fn run(client: &ApiClient, cmd: GatewayCmd) -> Result<u8, CliEr
             }
         }
         GatewayCmd::Token(GatewayTokenCmd::List(args)) => {
-            let tokens: Vec<JoinTokenView> =
-                client.get(&api_path(&["gateways", "tokens"]), &[]).await?;
+            let list: JoinTokenList = client.get(&api_path(&["gateways", "tokens"]), &[]).await?;
             emit(&match args.output {
-                ListFormat::Table => render::join_tokens(&tokens),
-                ListFormat::Json => render::json(&tokens)?,
+                ListFormat::Table => render::join_tokens(&list.tokens),
+                ListFormat::Json => render::json(&list)?,
             })?;
         }
         GatewayCmd::Token(GatewayTokenCmd::Revoke(args)) => {

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use wg_domain::api::{GatewayList, JoinTokenCreated, JoinTokenRequest, JoinTokenView};
+use wg_domain::api::{GatewayList, JoinTokenCreated, JoinTokenList, JoinTokenRequest};
 
 use super::auth::{Admin, Auditor, Caller};
 use super::{ApiResult, ApiState, json_body};
@@ -46,13 +46,15 @@ pub(crate) async fn create_token(
 
 /// Every join token (never the token itself; admins only).
 #[utoipa::path(get, path = "/api/v1/gateways/tokens",
-    responses((status = 200, body = Vec<JoinTokenView>), (status = 403, body = wg_domain::ErrorBody)),
+    responses((status = 200, body = JoinTokenList), (status = 403, body = wg_domain::ErrorBody)),
     security(("bearer" = [])))]
 pub(crate) async fn list_tokens(
     _caller: Caller<Admin>,
     State(st): State<ApiState>,
-) -> ApiResult<Json<Vec<JoinTokenView>>> {
-    Ok(Json(st.control.list_join_tokens().await?))
+) -> ApiResult<Json<JoinTokenList>> {
+    Ok(Json(JoinTokenList {
+        tokens: st.control.list_join_tokens().await?,
+    }))
 }
 
 /// Revoke an unused join token by its ID (admins only): a gateway presenting it is refused.
