@@ -8,6 +8,8 @@
 //! gateways only through the `wardengate.v1` protocol (crate `wg-proto`).
 
 pub mod api;
+#[cfg(test)]
+mod auth_tests;
 pub mod ca;
 mod error;
 pub mod gateways;
