@@ -453,7 +453,7 @@ for p in "${LAT_PATHS[@]}"; do LAT_ARGS+=(-- ssh -F "$CFG" -e none -tt "$p" cat)
 # connection threads' syscalls (perf tracepoints), from 3 s into the run. Off by default: the
 # trace costs the traced paths ~1 µs per syscall, so it would tilt the comparison above.
 PERF_PID=""
-if [ "${WG_BENCH_PHASES:-0}" = 1 ] && command -v perf >/dev/null; then
+if [ "${WG_BENCH_PHASES:-0}" = 1 ] && [ "$(uname -m)" = x86_64 ] && command -v perf >/dev/null; then
     (
         sleep 3
         tids=$(for t in /proc/"$WG_PID"/task/*; do
@@ -524,7 +524,7 @@ if [ "${#PHASES[@]}" -gt 0 ]; then
     done
 elif [ "${WG_BENCH_PHASES:-0}" = 1 ]; then
     echo
-    echo "(no gateway phase split: perf not installed or not permitted; apt-get install linux-perf)"
+    echo "(no gateway phase split: needs x86_64 and perf (apt-get install linux-perf), run as root)"
 fi
 echo
 echo "Negotiated ciphers (OpenSSH client defaults; from ssh -v and the sshd logs)"

@@ -11,6 +11,9 @@
 //! client negotiates the same aes256-ctr. What it adds over direct ssh is therefore the floor of
 //! any russh-based relay on the machine; the gateway's figure above it is Wardengate's own cost.
 //!
+//! The cipher lists are the gateway's on a CPU with AES instructions (the bench machines'); on
+//! one without, the gateway offers ChaCha20-Poly1305 first and this peer would not match.
+//!
 //! Benchmark only: it accepts every key and does not check the target's host key. It listens on
 //! the loopback address it is given.
 

@@ -271,3 +271,51 @@ fn commands_beside_a_detached_session_are_new_sessions() {
     type_line(&mut c2, "exit");
     assert_eq!(wait_exit(&mut c2, Duration::from_secs(20)).code(), Some(0));
 }
+
+/// A client that stops reading under a flood of output and then dies (review, 2026-11-30): the
+/// write to it waits for window that never opens, holding the console's leg lock. The session
+/// must still detach at once, resume, keep in its recording what no client got, and close.
+/// Before the fix it stayed `active`, a new login got a new session, and a termination never
+/// completed.
+#[test]
+fn a_client_that_stalled_then_died_still_detaches_and_resumes() {
+    let rig = Rig::start();
+    target_with(&rig, "dev1-stall", "resume", "60s");
+    let out1 = rig.path("stall1.out");
+    let mut c1 = rig.shell("alice", "alice@corp:dev1-stall", &out1);
+    let id = rig.wait_one_session();
+    type_line(&mut c1, "echo READY$((1+1))");
+    wait_output(&out1, "READY2");
+    type_line(&mut c1, "sleep 1; seq 1 2000000; echo FLOOD$((2+2))");
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &c1.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stop.success());
+    // Long enough for the client's window (2 MiB) and the socket buffers to fill.
+    std::thread::sleep(Duration::from_secs(4));
+    cut(c1);
+    wait_detached(&rig, &id);
+
+    let out2 = rig.path("stall2.out");
+    let mut c2 = rig.shell("alice", "alice@corp:dev1-stall", &out2);
+    wait_until("active again", Duration::from_secs(10), || {
+        rig.session(&id)["state"] == "active"
+    });
+    type_line(&mut c2, "echo BACK=$((40+2))");
+    wait_output(&out2, "BACK=42");
+    assert_eq!(rig.sessions().len(), 1, "the same session, not a new one");
+    type_line(&mut c2, "exit 5");
+    assert_eq!(wait_exit(&mut c2, Duration::from_secs(20)).code(), Some(5));
+    wait_until("closed", Duration::from_secs(5), || {
+        rig.session(&id)["state"] == "closed"
+    });
+    // The flood's end came while no client was attached: it is in the recording.
+    let cast = rig.recording_stream(&id);
+    assert!(
+        cast.contains("FLOOD4") && cast.contains("BACK=42"),
+        "tail of the recording: {}",
+        &cast[cast.len().saturating_sub(2000)..]
+    );
+    assert!(rig.wgctl_ok(&["recording", "verify", &id]).contains(" OK "));
+}

@@ -11,8 +11,10 @@
 //! the next request is read. env, window-change and signal go without reply, as OpenSSH sends
 //! them.
 //!
-//! Recording tap: every output byte is handed to the recorder *before* it is sent to the client,
-//! so the recording holds exactly what the client received up to the moment the relay stops.
+//! Recording tap: output is recorded as the client's channel takes it, piece by piece as its
+//! window allows (see [`deliver`]), so the recording holds exactly what the client received up
+//! to the moment the relay stops; output produced while no client is attached to a console is
+//! recorded as it comes.
 //! Subsystem channels (sftp) carry binary file data: they are recorded as markers only.
 
 use std::sync::Arc;
@@ -452,22 +454,31 @@ fn machine_activity(ctx: &BridgeCtx, flags: &Flags) {
 /// much as the client's window allows, and only those bytes are recorded, after the write. A
 /// relay stopped while the client is not reading (window closed) therefore records nothing the
 /// client did not get.
+///
+/// A write waiting for window gives up when `released` is cancelled: the client's connection
+/// ended or let this leg go (russh's writer waits for window even on a dead connection, and the
+/// output task holds the leg lock meanwhile, which detach and takeover need).
+///
+/// # Errors
+/// The offset in `data` of the first byte the client did not get.
 async fn deliver<W: tokio::io::AsyncWrite + Unpin>(
     ctx: &BridgeCtx,
     tap: &mut Tap,
     flags: &Flags,
     writer: &mut W,
     data: &[u8],
-) -> Result<(), russh::Error> {
+    released: &CancellationToken,
+) -> Result<(), usize> {
     use tokio::io::AsyncWriteExt;
     let mut off = 0;
     while off < data.len() {
-        let n = writer
-            .write(&data[off..])
-            .await
-            .map_err(|_| russh::Error::SendError)?;
+        let n = tokio::select! {
+            biased;
+            w = writer.write(&data[off..]) => w.map_err(|_| off)?,
+            _ = released.cancelled() => return Err(off),
+        };
         if n == 0 {
-            return Err(russh::Error::SendError);
+            return Err(off);
         }
         // For interactive-sized writes, let the session task that puts these bytes on the wire
         // run before the recorder's writer is woken (tokio runs the last-woken task next):
@@ -480,6 +491,26 @@ async fn deliver<W: tokio::io::AsyncWrite + Unpin>(
         off += n;
     }
     Ok(())
+}
+
+/// The outcome of a [`deliver`] as a relay result. On the console, output its client did not
+/// get (the connection ended or let go mid-write) is recorded as output produced while no
+/// client was attached, which it then is; other channels stop with their client.
+async fn undelivered(
+    ctx: &BridgeCtx,
+    tap: &mut Tap,
+    flags: &Flags,
+    console: bool,
+    data: &[u8],
+    sent: Result<(), usize>,
+) -> Result<(), russh::Error> {
+    let Err(off) = sent else {
+        return Ok(());
+    };
+    if console {
+        ctx.tap(tap, flags, &data[off..], Frame::Output).await;
+    }
+    Err(russh::Error::SendError)
 }
 
 /// Starts the recorder if policy demands one; on failure ends the session and returns `false`
@@ -524,13 +555,20 @@ async fn target_to_client(
             break;
         };
         let mut guard = side.leg.lock().await;
+        let console = ctx.console.get().is_some_and(|c| Arc::ptr_eq(c, &side));
         let sent = match msg {
             // The screen model is fed after the client has the bytes (off the echo path), still
             // under the leg lock, so a takeover that redraws from it sees them.
             ChannelMsg::Data { data } => {
                 machine_activity(&ctx, &flags);
                 let sent = match guard.as_mut() {
-                    Some(leg) => deliver(&ctx, &mut stdout, &flags, &mut leg.out, &data).await,
+                    Some(leg) => {
+                        let released = leg.released.clone();
+                        let sent =
+                            deliver(&ctx, &mut stdout, &flags, &mut leg.out, &data, &released)
+                                .await;
+                        undelivered(&ctx, &mut stdout, &flags, console, &data, sent).await
+                    }
                     None => {
                         ctx.tap(&mut stdout, &flags, &data, Frame::Output).await;
                         Ok(())
@@ -544,7 +582,9 @@ async fn target_to_client(
                 let sent = match guard.as_mut() {
                     Some(leg) => {
                         let mut w = leg.tx.make_writer_ext(Some(ext));
-                        deliver(&ctx, &mut stderr, &flags, &mut w, &data).await
+                        let sent =
+                            deliver(&ctx, &mut stderr, &flags, &mut w, &data, &leg.released).await;
+                        undelivered(&ctx, &mut stderr, &flags, console, &data, sent).await
                     }
                     None => {
                         ctx.tap(&mut stderr, &flags, &data, Frame::Output).await;
@@ -621,7 +661,7 @@ async fn target_to_client(
         if sent.is_err() {
             // The client is gone. An ordinary channel stops; the console keeps reading the
             // target (its client may come back) with no leg attached.
-            if ctx.console.get().is_some_and(|c| Arc::ptr_eq(c, &side)) {
+            if console {
                 *guard = None;
                 continue;
             }

@@ -34,8 +34,9 @@ pub(crate) struct Leg {
     pub(crate) server: russh::server::Handle,
     /// Its channel on that connection.
     pub(crate) channel: ChannelId,
-    /// Cancelled when another leg takes the console over: the connection then lets the session
-    /// go without closing it.
+    /// Cancelled when another leg takes the console over (the connection then lets the session
+    /// go without closing it), and by the connection itself when it ended or was let go (a
+    /// handoff): a write to this leg waiting for window then gives up (`bridge::deliver`).
     pub(crate) released: CancellationToken,
     /// The connection the leg belongs to.
     pub(crate) conn: u64,
@@ -162,7 +163,8 @@ impl ClientSide {
             Ok(l) => l,
             Err(_) => {
                 // The output task is blocked on a client that does not read: release that
-                // client (its connection disconnects, the blocked write fails), then take over.
+                // client (its blocked write gives up at once, its connection disconnects), then
+                // take over.
                 if let Some(r) = self.release.lock().ok().and_then(|r| r.clone()) {
                     r.cancel();
                 }

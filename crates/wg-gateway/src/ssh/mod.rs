@@ -545,6 +545,14 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         }
         return;
     };
+    // A client that is gone, or let go for a new owner, gets no more output: a write to it
+    // still waiting for window gives up (russh's would wait on a dead connection forever,
+    // holding the console's leg lock that detaching needs).
+    if ended == End::HandedOff
+        || (ended == End::ClientGone && !session.live().kill_token().is_cancelled())
+    {
+        released.cancel();
+    }
     match ended {
         End::HandedOff => {
             // A handoff was accepted: this (previous owner's) client is told and let go at once;
