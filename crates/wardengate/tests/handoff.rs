@@ -242,3 +242,55 @@ fn a_handoff_never_lowers_recording_or_moves_a_session_without_a_terminal() {
     let _ = job.kill();
     let _ = job.wait();
 }
+
+/// The previous owner's client stopped reading under a flood of output (review, 2026-11-30):
+/// the handoff still lets it go, and bob attaches and types. Before the fix the write to the
+/// stopped client held the console for good: bob got nothing and his input went nowhere.
+#[test]
+fn a_handoff_from_a_stalled_client_still_reaches_the_new_owner() {
+    let rig = Rig::start();
+    permit_bob(&rig);
+    let token = bob_token(&rig);
+    let out_a = rig.path("alice.out");
+    let mut alice = rig.shell("alice", "alice@corp:dev1", &out_a);
+    let id = rig.wait_one_session();
+    type_line(&mut alice, "echo READY$((2+2))");
+    wait_output(&out_a, "READY4");
+    type_line(&mut alice, "sleep 1; seq 1 1500000; echo FLOOD$((3+3))");
+    let kill = |sig: &str, pid: u32| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    kill("-STOP", alice.id());
+    // Long enough for alice's window (2 MiB) and the socket buffers to fill.
+    std::thread::sleep(Duration::from_secs(4));
+    rig.wgctl_ok(&[
+        "session", "handoff", &id, "--to", "bob@corp", "--reason", "stalled",
+    ]);
+    let acc = wgctl_as(&rig, &token, &["session", "accept", &id]);
+    assert!(
+        acc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&acc.stderr)
+    );
+    wait_until("detached for bob", Duration::from_secs(5), || {
+        rig.session(&id)["state"] == "detached"
+    });
+    let out_b = rig.path("bob.out");
+    let mut bob = rig.shell("bob", &format!("bob@corp:{id}"), &out_b);
+    wait_output(&out_b, "FLOOD6");
+    type_line(&mut bob, "echo BOB=$((4+4))");
+    wait_output(&out_b, "BOB=8");
+    type_line(&mut bob, "exit");
+    wait_exit(&mut bob, Duration::from_secs(20));
+    kill("-CONT", alice.id());
+    let st = wait_exit(&mut alice, Duration::from_secs(20));
+    assert_ne!(st.code(), Some(0));
+    wait_until("closed", Duration::from_secs(5), || {
+        rig.session(&id)["state"] == "closed"
+    });
+    assert!(rig.wgctl_ok(&["recording", "verify", &id]).contains(" OK "));
+}
