@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Rig, free_port, read, type_line, wait_exit, wait_output, wait_until};
+use common::{Rig, free_port, read, signal, type_line, wait_exit, wait_output, wait_until};
 
 /// A `wardengate control` process on a SQLite store in the rig's directory.
 struct Control {
@@ -540,14 +540,6 @@ fn gateways_join_once_and_a_lost_gateway_frees_its_sessions() {
     );
     drop(forged);
     let _ = (&a.dir, &a.log);
-}
-
-fn signal(child: &Child, sig: &str) {
-    let st = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 /// A gateway that stalls past its lease (SIGSTOP) is declared lost and its session closed; when

@@ -9,7 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Rig, read, type_line, wait_exit, wait_output, wait_until};
+use common::{
+    Rig, flood_a_stopped_client, read, signal, type_line, wait_exit, wait_output, wait_until,
+};
 
 /// Lets bob reach `dev1` (the rig gives bob no policy).
 fn permit_bob(rig: &Rig) {
@@ -256,17 +258,7 @@ fn a_handoff_from_a_stalled_client_still_reaches_the_new_owner() {
     let id = rig.wait_one_session();
     type_line(&mut alice, "echo READY$((2+2))");
     wait_output(&out_a, "READY4");
-    type_line(&mut alice, "sleep 1; seq 1 1500000; echo FLOOD$((3+3))");
-    let kill = |sig: &str, pid: u32| {
-        let st = std::process::Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    };
-    kill("-STOP", alice.id());
-    // Long enough for alice's window (2 MiB) and the socket buffers to fill.
-    std::thread::sleep(Duration::from_secs(4));
+    flood_a_stopped_client(&mut alice, 1_500_000, "FLOOD$((3+3))");
     rig.wgctl_ok(&[
         "session", "handoff", &id, "--to", "bob@corp", "--reason", "stalled",
     ]);
@@ -286,7 +278,7 @@ fn a_handoff_from_a_stalled_client_still_reaches_the_new_owner() {
     wait_output(&out_b, "BOB=8");
     type_line(&mut bob, "exit");
     wait_exit(&mut bob, Duration::from_secs(20));
-    kill("-CONT", alice.id());
+    signal(&alice, "-CONT");
     let st = wait_exit(&mut alice, Duration::from_secs(20));
     assert_ne!(st.code(), Some(0));
     wait_until("closed", Duration::from_secs(5), || {

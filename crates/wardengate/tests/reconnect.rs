@@ -13,7 +13,7 @@ mod common;
 use std::process::Child;
 use std::time::Duration;
 
-use common::{Rig, read, type_line, wait_exit, wait_output, wait_until};
+use common::{Rig, flood_a_stopped_client, read, type_line, wait_exit, wait_output, wait_until};
 
 /// A target reachable by alice under a policy with the given reconnect mode and grace.
 fn target_with(rig: &Rig, name: &str, mode: &str, grace: &str) {
@@ -286,14 +286,7 @@ fn a_client_that_stalled_then_died_still_detaches_and_resumes() {
     let id = rig.wait_one_session();
     type_line(&mut c1, "echo READY$((1+1))");
     wait_output(&out1, "READY2");
-    type_line(&mut c1, "sleep 1; seq 1 2000000; echo FLOOD$((2+2))");
-    let stop = std::process::Command::new("kill")
-        .args(["-STOP", &c1.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stop.success());
-    // Long enough for the client's window (2 MiB) and the socket buffers to fill.
-    std::thread::sleep(Duration::from_secs(4));
+    flood_a_stopped_client(&mut c1, 2_000_000, "FLOOD$((2+2))");
     cut(c1);
     wait_detached(&rig, &id);
 

@@ -523,6 +523,24 @@ pub fn type_line(client: &mut Child, line: &str) {
     stdin.flush().unwrap();
 }
 
+/// Sends `sig` (e.g. `-STOP`) to a child process with kill(1).
+pub fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Starts `lines` lines of output followed by `marker` in a client's shell, stops the client
+/// (SIGSTOP) before the output starts, and waits until its SSH window (2 MiB) and the socket
+/// buffers are full: the gateway's write to it is then waiting for window.
+pub fn flood_a_stopped_client(client: &mut Child, lines: u32, marker: &str) {
+    type_line(client, &format!("sleep 1; seq 1 {lines}; echo {marker}"));
+    signal(client, "-STOP");
+    std::thread::sleep(Duration::from_secs(4));
+}
+
 /// Waits (up to 10 s) for `marker` in a client's output file and returns the output; on a
 /// timeout the panic shows the output and the client's stderr (`out` + `.err`).
 pub fn wait_output(out: &Path, marker: &str) -> String {
