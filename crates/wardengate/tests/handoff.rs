@@ -40,16 +40,23 @@ fn owner(rig: &Rig, id: &str) -> String {
     rig.session(id)["actor"].as_str().unwrap().to_owned()
 }
 
+/// alice's shell on `dev1`, after `setup` ran in it: her client (output in `alice.out`) and
+/// the session's ID.
+fn alice_ready(rig: &Rig, setup: &str) -> (std::process::Child, String) {
+    let out_a = rig.path("alice.out");
+    let mut alice = rig.shell("alice", "alice@corp:dev1", &out_a);
+    let id = rig.wait_one_session();
+    type_line(&mut alice, &format!("{setup}echo READY$((2+2))"));
+    wait_output(&out_a, "READY4");
+    (alice, id)
+}
+
 #[test]
 fn handoff_keeps_the_shell_and_moves_the_owner() {
     let rig = Rig::start();
     permit_bob(&rig);
     let token = bob_token(&rig);
-    let out_a = rig.path("alice.out");
-    let mut alice = rig.shell("alice", "alice@corp:dev1", &out_a);
-    let id = rig.wait_one_session();
-    type_line(&mut alice, "export X=1; cd /tmp; echo READY$((2+2))");
-    wait_output(&out_a, "READY4");
+    let (mut alice, id) = alice_ready(&rig, "export X=1; cd /tmp; ");
 
     let req = rig.wgctl_ok(&[
         "session",
@@ -253,11 +260,7 @@ fn a_handoff_from_a_stalled_client_still_reaches_the_new_owner() {
     let rig = Rig::start();
     permit_bob(&rig);
     let token = bob_token(&rig);
-    let out_a = rig.path("alice.out");
-    let mut alice = rig.shell("alice", "alice@corp:dev1", &out_a);
-    let id = rig.wait_one_session();
-    type_line(&mut alice, "echo READY$((2+2))");
-    wait_output(&out_a, "READY4");
+    let (mut alice, id) = alice_ready(&rig, "");
     flood_a_stopped_client(&mut alice, 1_500_000, "FLOOD$((3+3))");
     rig.wgctl_ok(&[
         "session", "handoff", &id, "--to", "bob@corp", "--reason", "stalled",
