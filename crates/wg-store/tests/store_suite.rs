@@ -264,6 +264,15 @@ async fn all_audit(store: &Store) -> Vec<wg_domain::audit::AuditEvent> {
     store.list_audit(&AuditFilter::default()).await.unwrap()
 }
 
+/// How many audit events of `kind` the store holds.
+async fn count_audit(store: &Store, kind: &str) -> usize {
+    all_audit(store)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .count()
+}
+
 /// Verifies the whole chain against the head; returns the number of events.
 async fn verify_chain(store: &Store) -> i64 {
     let events = all_audit(store).await;
@@ -2708,11 +2717,7 @@ async fn a_gateway_renews_with_its_current_or_previous_certificate(db: &TestDb) 
             .await
             .unwrap()
     );
-    let events = all_audit(&store)
-        .await
-        .into_iter()
-        .filter(|e| e.kind == kinds::GATEWAY_CERTIFICATE_RENEWED)
-        .count();
+    let events = count_audit(&store, kinds::GATEWAY_CERTIFICATE_RENEWED).await;
     assert_eq!(events, 3);
 }
 
@@ -2809,11 +2814,7 @@ async fn journal_events_apply_once_and_positions_only_advance(db: &TestDb) {
             .await
             .unwrap()
     );
-    let appended = all_audit(&store)
-        .await
-        .into_iter()
-        .filter(|e| e.kind == kinds::SESSION_FORWARD_DENIED)
-        .count();
+    let appended = count_audit(&store, kinds::SESSION_FORWARD_DENIED).await;
     assert_eq!(appended, 2);
     verify_chain(&store).await;
     // Sequence numbers beyond what the database holds are refused, not wrapped.
