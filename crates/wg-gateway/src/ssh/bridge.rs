@@ -563,10 +563,8 @@ async fn target_to_client(
                 machine_activity(&ctx, &flags);
                 let sent = match guard.as_mut() {
                     Some(leg) => {
-                        let released = leg.released.clone();
-                        let sent =
-                            deliver(&ctx, &mut stdout, &flags, &mut leg.out, &data, &released)
-                                .await;
+                        let Leg { out, released, .. } = leg;
+                        let sent = deliver(&ctx, &mut stdout, &flags, out, &data, released).await;
                         undelivered(&ctx, &mut stdout, &flags, console, &data, sent).await
                     }
                     None => {

@@ -545,16 +545,12 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         }
         return;
     };
-    // A client that is gone, or let go for a new owner, gets no more output: a write to it
-    // still waiting for window gives up (russh's would wait on a dead connection forever,
-    // holding the console's leg lock that detaching needs).
-    if ended == End::HandedOff
-        || (ended == End::ClientGone && !session.live().kill_token().is_cancelled())
-    {
-        released.cancel();
-    }
     match ended {
         End::HandedOff => {
+            // A client let go (here) or gone (below) gets no more output: a write to it still
+            // waiting for window gives up. russh's would wait forever on a dead connection,
+            // holding the console's leg lock that `detach` needs.
+            released.cancel();
             // A handoff was accepted: this (previous owner's) client is told and let go at once;
             // the session waits for the new owner to attach.
             let notice = session.live().handoff_notice();
@@ -582,6 +578,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
                 .await;
         }
         End::ClientGone if !session.live().kill_token().is_cancelled() => {
+            released.cancel();
             detach_or_close(&shared, &session, conn, false).await;
         }
         End::Killed | End::ClientGone => {
